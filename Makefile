@@ -1,0 +1,22 @@
+# The two commands of the README. Each sets itself up (system packages, venv, install) first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export PYANNOTE_METRICS_ENABLED := 0
+
+.PHONY: setup test demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m jobs.demo --config configs/demo.yaml
+
+bench: setup
+	$(PY) -m bench.shards
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache

@@ -1,0 +1,163 @@
+"""Shard format benchmark: writer and reader against bare tarfile/webdataset, and stats on 1M rows.
+
+    python -m bench.shards [--minutes 20] [--rows 1000000] [--workdir bench_out/shards]
+
+Each figure is printed beside a reference measured in the same run, as a ratio (targets from issue 2:
+writer and reader at least 0.8 of the bare library; stats under 3 s on a million rows, no tar opened).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+import webdataset as wds
+
+from pipeline import __version__
+from pipeline.shards import (
+    AudioInfo, DatasetLayout, PipelineInfo, SegmentRecord, SegmentSample, ShardWriter, TokenInfo,
+    expected_token_count, iter_samples, recording_id_for,
+)
+from pipeline.shards.manifest import MANIFEST_SCHEMA, write_parquet
+from pipeline.shards.stats import QUALITY_COLUMNS, dataset_stats, format_stats
+from pipeline.synthetic import make_dialog
+
+SAMPLE_RATE = 16000
+SEGMENTS_PER_RECORDING = 8
+SHARD_BYTES = 64 << 20
+
+
+def make_recordings(minutes: float) -> list[list[SegmentSample]]:
+    """Recordings of generated speech (one espeak dialog reused with a different gain per recording)."""
+    dialog = make_dialog([("a", "en-us", "The quick brown fox jumps over the lazy dog near the river bank."),
+                          ("b", "en-gb", "Please call me when you arrive at the station tomorrow morning.")] * 4,
+                         sample_rate=SAMPLE_RATE, noise_level=0.002)
+    pipeline = PipelineInfo.for_config(__version__, {"bench": True})
+    recordings, total, i = [], 0.0, 0
+    rng = np.random.default_rng(0)
+    while total < minutes * 60:
+        source = f"/bench/rec-{i:05d}.wav"
+        rid = recording_id_for(source)
+        samples = []
+        for j, turn in enumerate(dialog.turns[:SEGMENTS_PER_RECORDING]):
+            first, last = round(turn.start * SAMPLE_RATE), round(turn.end * SAMPLE_RATE)
+            audio = dialog.audio[first:last] * (0.5 + 0.5 * rng.random())
+            n_tok = expected_token_count(last - first, SAMPLE_RATE)
+            record = SegmentRecord(recording_id=rid, source=source, segment_index=j, start=first / SAMPLE_RATE,
+                                   end=last / SAMPLE_RATE, speaker=turn.speaker, language="en", text=turn.text,
+                                   audio=AudioInfo(SAMPLE_RATE, last - first), pipeline=pipeline,
+                                   tokens=TokenInfo(n_tok))
+            samples.append(SegmentSample(record, audio.astype(np.float32),
+                                         tokens=rng.integers(0, 16384, n_tok).astype(np.int32)))
+            total += (last - first) / SAMPLE_RATE
+        recordings.append(samples)
+        i += 1
+    return recordings
+
+
+def bench_writer(recordings, workdir: Path) -> tuple[float, float, Path]:
+    """Seconds for ShardWriter, and for bare tarfile writing the same members (same encodings)."""
+    ours = workdir / "ours"
+    start = time.perf_counter()
+    with ShardWriter(ours, target_bytes=SHARD_BYTES, target_samples=10**9, sample_rate=SAMPLE_RATE) as writer:
+        for samples in recordings:
+            writer.add_recording(samples)
+    ours_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with tarfile.open(workdir / "bare.tar", "w") as tar:
+        for samples in recordings:
+            for s in samples:
+                flac, meta, tok = io.BytesIO(), json.dumps(s.record.to_dict()).encode(), io.BytesIO()
+                sf.write(flac, s.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+                np.save(tok, s.tokens)
+                for suffix, data in (("flac", flac.getvalue()), ("json", meta), ("tok.npy", tok.getvalue())):
+                    info = tarfile.TarInfo(f"{s.record.key}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return ours_seconds, time.perf_counter() - start, ours
+
+
+def bench_reader(dataset: Path) -> tuple[float, float, int]:
+    """Seconds for iter_samples, and for a bare webdataset iteration decoding the same FLAC members."""
+    start = time.perf_counter()
+    n = sum(1 for _ in iter_samples(dataset))
+    ours_seconds = time.perf_counter() - start
+
+    urls = [str(p) for p in sorted((dataset / "shards").glob("*.tar"))]
+    start = time.perf_counter()
+    bare = wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(
+        lambda s: sf.read(io.BytesIO(s["flac"]), dtype="float32"))
+    n_bare = sum(1 for _ in bare)
+    assert n_bare == n
+    return ours_seconds, time.perf_counter() - start, n
+
+
+def make_big_manifest(root: Path, rows: int, parts: int = 100) -> None:
+    """A dataset of `rows` synthetic manifest rows and no tars at all: stats must not need them."""
+    layout = DatasetLayout.of(root)
+    layout.create()
+    rng = np.random.default_rng(0)
+    per_part = rows // parts
+    for p in range(parts):
+        n = per_part
+        recording = rng.integers(0, rows // 20, n)
+        columns = {name: pa.nulls(n, type=MANIFEST_SCHEMA.field(name).type) for name in MANIFEST_SCHEMA.names}
+        columns.update({
+            "key": pa.array([f"{r:016x}_{i:06d}" for i, r in enumerate(recording)]),
+            "shard": pa.array([f"shard-{p:06d}"] * n), "recording_id": pa.array([f"{r:016x}" for r in recording]),
+            "duration": pa.array(rng.uniform(1, 27, n)), "speaker": pa.array([f"S{k}" for k in rng.integers(0, 4, n)]),
+            "language": pa.array(rng.choice(["en", "zh"], n)), "size_bytes": pa.array(rng.integers(1e4, 1e6, n)),
+            **{c: pa.array(rng.normal(3, 0.5, n).astype(np.float32)) for c in QUALITY_COLUMNS},
+        })
+        table = pa.table({name: columns[name].cast(MANIFEST_SCHEMA.field(name).type) for name in MANIFEST_SCHEMA.names})
+        write_parquet(layout.shard_manifest(f"shard-{p:06d}"), table)
+
+
+def bench_stats(root: Path) -> tuple[float, float]:
+    """Seconds for the stats report, and for pyarrow only reading the same columns."""
+    import pyarrow.dataset as pads
+
+    start = time.perf_counter()
+    report = format_stats(dataset_stats(DatasetLayout.of(root)))
+    stats_seconds = time.perf_counter() - start
+    assert "segments" in report
+    start = time.perf_counter()
+    pads.dataset(str(root / "manifest"), format="parquet").to_table(
+        columns=["shard", "recording_id", "speaker", "language", "duration", "size_bytes", *QUALITY_COLUMNS])
+    return stats_seconds, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0, help="audio minutes for writer/reader")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="manifest rows for stats")
+    parser.add_argument("--workdir", default="bench_out/shards")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+
+    recordings = make_recordings(args.minutes)
+    audio_seconds = sum(s.record.duration for r in recordings for s in r)
+    ours, bare, dataset = bench_writer(recordings, workdir)
+    print(f"writer : {audio_seconds / ours:8.0f} audio-s/s   bare tarfile {audio_seconds / bare:8.0f} audio-s/s   "
+          f"ratio {bare / ours:.2f} (target >= 0.8)")
+    ours, bare, n = bench_reader(dataset)
+    print(f"reader : {audio_seconds / ours:8.0f} audio-s/s   bare webdataset {audio_seconds / bare:8.0f} audio-s/s   "
+          f"ratio {bare / ours:.2f} (target >= 0.8)   [{n} samples]")
+    make_big_manifest(workdir / "big", args.rows)
+    ours, bare = bench_stats(workdir / "big")
+    print(f"stats  : {ours:.2f} s on {args.rows} rows (target < 3 s)   bare column read {bare:.2f} s   "
+          f"ratio {ours / bare:.1f}x the read   tars opened: {len(list((workdir / 'big' / 'shards').glob('*')))}")
+
+
+if __name__ == "__main__":
+    main()

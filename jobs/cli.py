@@ -1,0 +1,44 @@
+"""Command lines of the jobs: `--config FILE.yaml` plus `key=value` overrides (OmegaConf dot-list)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(Exception):
+    """A configuration a job cannot run with; the job prints it and exits before doing any work."""
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The YAML at `path` with `key=value` overrides applied; an override of an unknown key is an error."""
+    try:
+        base = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must be key=value, got {' '.join(bad)}")
+    OmegaConf.set_struct(base, True)  # a typo in an override is an error, not a new key
+    try:
+        return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    except Exception as e:  # OmegaConf raises several error types for bad keys and values
+        raise ConfigError(f"bad override: {e}") from None
+
+
+def parse_job_args(description: str, argv: Optional[Sequence[str]] = None) -> DictConfig:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output=/data/out")
+    args = parser.parse_args(argv)
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

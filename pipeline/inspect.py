@@ -1,0 +1,176 @@
+"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot).
+
+Every subcommand but verify, show and export works from the manifests alone. Errors a user can act on
+print one line and exit 2; verify exits 1 when it finds problems.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from pipeline.shards.codec import decode_audio
+from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
+from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, read_manifest
+from pipeline.shards.schema import SchemaError, SegmentRecord, is_valid_key
+from pipeline.shards.stats import dataset_stats, format_stats, stats_json
+from pipeline.shards.verify import verify_dataset
+
+
+def find_row(layout: DatasetLayout, key: str) -> dict:
+    """The manifest row of one sample key (DatasetError when no committed shard holds it)."""
+    if not is_valid_key(key):
+        raise DatasetError(f"{key!r} is not a sample key (expected RECORDINGID_NNNNNN)")
+    table = read_manifest(layout, columns=["key", "shard", "has_enhanced"])
+    rows = table.filter(pc.equal(table.column("key"), key)).to_pylist()
+    if not rows:
+        raise DatasetError(f"{layout.root}: no sample with key {key}")
+    return rows[0]
+
+
+def read_member(layout: DatasetLayout, shard: str, name: str) -> bytes:
+    """One member's bytes, found by exact name; never extracts anything to disk."""
+    path = layout.shard_tar(shard)
+    if not path.is_file():
+        raise DatasetError(f"shard {shard}: {path} is missing (manifest without its tar)")
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            try:
+                member = tar.getmember(name)
+            except KeyError:
+                raise DatasetError(f"shard {shard} has no member {name}") from None
+            return tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DatasetError(f"shard {shard}: tar is truncated or unreadable ({e})") from None
+
+
+def cmd_ls(layout: DatasetLayout, args) -> int:
+    table = read_manifest(layout, columns=["shard", "recording_id", "duration", "size_bytes"])
+    grouped = table.group_by("shard").aggregate([("duration", "count"), ("duration", "sum"),
+                                                  ("recording_id", "count_distinct"), ("size_bytes", "sum")])
+    rows = sorted(grouped.to_pylist(), key=lambda r: r["shard"])
+    print(f"{'shard':<48}{'samples':>9}{'recordings':>12}{'hours':>10}{'MB':>10}")
+    for r in rows:
+        tar = layout.shard_tar(r["shard"])
+        size = tar.stat().st_size / 1e6 if tar.is_file() else float("nan")
+        print(f"{r['shard']:<48}{r['duration_count']:>9}{r['recording_id_count_distinct']:>12}"
+              f"{r['duration_sum'] / 3600:>10.3f}{size:>10.1f}" + ("" if tar.is_file() else "  (tar missing)"))
+    print(f"{len(rows)} shards, {table.num_rows} samples, {(pc.sum(table.column('duration')).as_py() or 0) / 3600:.3f} h")
+    return 0
+
+
+def cmd_stats(layout: DatasetLayout, args) -> int:
+    stats = dataset_stats(layout)
+    print(stats_json(stats) if args.json else format_stats(stats))
+    return 0
+
+
+def cmd_show(layout: DatasetLayout, args) -> int:
+    row = find_row(layout, args.key)
+    try:
+        record = SegmentRecord.from_dict(json.loads(read_member(layout, row["shard"], f"{args.key}.{MEMBER_META}")))
+    except (ValueError, SchemaError) as e:
+        raise DatasetError(f"{args.key}: metadata does not parse ({e})") from None
+    if args.json:
+        print(json.dumps({**record.to_dict(), "shard": row["shard"]}, indent=2, ensure_ascii=False))
+        return 0
+    meta = record.to_dict()
+    words = meta.pop("words")
+    text = meta.pop("text")
+    meta["shard"] = row["shard"]
+    for name, value in meta.items():
+        if isinstance(value, dict):
+            value = "  ".join(f"{k}={v}" for k, v in value.items())
+        print(f"{name:<14}{value}")
+    print(f"{'text':<14}{text if text is not None else '-'}")
+    if words:
+        print("words:")
+        for w in words:
+            score = "" if w["score"] is None else f"  ({w['score']:.2f})"
+            print(f"  {w['start']:9.2f} {w['end']:9.2f}  {w['word']}{score}")
+    return 0
+
+
+def cmd_export(layout: DatasetLayout, args) -> int:
+    import soundfile as sf
+
+    row = find_row(layout, args.key)
+    suffix = MEMBER_ENHANCED if args.enhanced else MEMBER_AUDIO
+    if args.enhanced and not row["has_enhanced"]:
+        raise DatasetError(f"{args.key}: no enhanced audio stored")
+    try:
+        audio, sample_rate = decode_audio(read_member(layout, row["shard"], f"{args.key}.{suffix}"))
+    except sf.LibsndfileError as e:
+        raise DatasetError(f"{args.key}.{suffix} does not decode ({e})") from None
+    out = Path(args.out)
+    # The output path comes from the user only; member names never become paths.
+    atomic_write(out, lambda f: sf.write(f, audio, sample_rate, format="WAV", subtype="PCM_16"))
+    print(f"wrote {out} ({len(audio) / sample_rate:.2f} s at {sample_rate} Hz)")
+    return 0
+
+
+def cmd_verify(layout: DatasetLayout, args) -> int:
+    def progress(i: int, n: int, shard: str) -> None:
+        if not args.quiet:
+            print(f"[{i + 1}/{n}] {shard}", file=sys.stderr)
+
+    checked, problems = verify_dataset(layout, progress)
+    for p in problems:
+        print(p)
+    print(f"{checked} samples in {len(layout.committed_shards())} shards checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def cmd_plot(layout: DatasetLayout, args) -> int:
+    from pipeline.shards.plots import plot_dataset  # matplotlib loads only for this subcommand
+
+    for path in plot_dataset(layout, Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiomill-shards", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("dataset", help="curated dataset directory")
+        p.set_defaults(handler=handler)
+        return p
+
+    add("ls", cmd_ls, "shards with sample counts, hours and sizes")
+    add("stats", cmd_stats, "totals and distributions from the manifests").add_argument(
+        "--json", action="store_true", help="print JSON instead of a table")
+    show = add("show", cmd_show, "metadata and transcript of one sample")
+    show.add_argument("key")
+    show.add_argument("--json", action="store_true")
+    export = add("export", cmd_export, "write one sample's audio as WAV")
+    export.add_argument("key")
+    export.add_argument("--out", required=True, help="output .wav file")
+    export.add_argument("--enhanced", action="store_true", help="the enhanced audio instead of the original")
+    add("verify", cmd_verify, "check every tar against its manifest").add_argument(
+        "--quiet", action="store_true", help="no per-shard progress")
+    add("plot", cmd_plot, "PNG histograms of durations, languages, quality and speakers").add_argument(
+        "--out", required=True, help="output directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        layout = DatasetLayout.of(args.dataset).require()
+        return args.handler(layout, args)
+    except DatasetError as e:
+        print(f"audiomill-shards: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Parquet manifests: one flat row per sample, so stats and selection never open a tar.
+
+Also the Parquet schemas of the `rejected/` and `failed/` parts.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
+from pipeline.shards.schema import FailedRecord, RejectedRecord, SegmentRecord
+
+# Member suffixes in a shard, in the order they are written for each key.
+MEMBER_AUDIO = "flac"
+MEMBER_ENHANCED = "enh.flac"
+MEMBER_META = "json"
+MEMBER_TOKENS = "tok.npy"
+MEMBER_SUFFIXES = (MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS)
+
+
+def sha_column(suffix: str) -> str:
+    """Manifest column holding the sha256 of one member, e.g. `sha256_enh_flac`."""
+    return "sha256_" + suffix.replace(".", "_")
+
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("shard", pa.string()),
+    ("recording_id", pa.string()),
+    ("source", pa.string()),
+    ("segment_index", pa.int32()),
+    ("start", pa.float64()),
+    ("end", pa.float64()),
+    ("duration", pa.float64()),
+    ("gap_before", pa.float64()),
+    ("speaker", pa.string()),
+    ("language", pa.string()),
+    ("language_prob", pa.float32()),
+    ("text", pa.string()),
+    ("num_words", pa.int32()),
+    ("asr_model", pa.string()),
+    ("asr_avg_logprob", pa.float32()),
+    ("asr_no_speech_prob", pa.float32()),
+    ("dnsmos_sig", pa.float32()),
+    ("dnsmos_bak", pa.float32()),
+    ("dnsmos_ovrl", pa.float32()),
+    ("snr_db", pa.float32()),
+    ("speech_ratio", pa.float32()),
+    ("chars_per_sec", pa.float32()),
+    ("sample_rate", pa.int32()),
+    ("num_samples", pa.int64()),
+    ("has_enhanced", pa.bool_()),
+    ("token_count", pa.int32()),
+    ("token_rate", pa.float32()),
+    ("token_model", pa.string()),
+    ("pipeline_version", pa.string()),
+    ("config_hash", pa.string()),
+    ("size_bytes", pa.int64()),
+    *[(sha_column(s), pa.string()) for s in MEMBER_SUFFIXES],
+])
+
+REJECTED_SCHEMA = pa.schema([
+    ("source", pa.string()), ("recording_id", pa.string()), ("key", pa.string()), ("stage", pa.string()),
+    ("reason", pa.string()), ("metrics", pa.string()), ("duration", pa.float64()), ("shard", pa.string()),
+])
+
+FAILED_SCHEMA = pa.schema([
+    ("source", pa.string()), ("recording_id", pa.string()), ("stage", pa.string()),
+    ("error_type", pa.string()), ("message", pa.string()),
+])
+
+
+def manifest_row(record: SegmentRecord, shard: str, member_sha256: dict[str, str], size_bytes: int) -> dict:
+    """Flatten a record into its manifest row; `member_sha256` maps member suffix to hex digest."""
+    q, asr, tok = record.quality, record.asr, record.tokens
+    row = {
+        "key": record.key, "shard": shard, "recording_id": record.recording_id, "source": record.source,
+        "segment_index": record.segment_index, "start": record.start, "end": record.end,
+        "duration": record.duration, "gap_before": record.gap_before, "speaker": record.speaker,
+        "language": record.language, "language_prob": record.language_prob, "text": record.text,
+        "num_words": len(record.words), "asr_model": asr.model, "asr_avg_logprob": asr.avg_logprob,
+        "asr_no_speech_prob": asr.no_speech_prob, "dnsmos_sig": q.dnsmos_sig, "dnsmos_bak": q.dnsmos_bak,
+        "dnsmos_ovrl": q.dnsmos_ovrl, "snr_db": q.snr_db, "speech_ratio": q.speech_ratio,
+        "chars_per_sec": q.chars_per_sec, "sample_rate": record.audio.sample_rate,
+        "num_samples": record.audio.num_samples, "has_enhanced": record.audio.has_enhanced,
+        "token_count": None if tok is None else tok.count, "token_rate": None if tok is None else tok.rate,
+        "token_model": None if tok is None else tok.model, "pipeline_version": record.pipeline.version,
+        "config_hash": record.pipeline.config_hash, "size_bytes": size_bytes,
+    }
+    for suffix in MEMBER_SUFFIXES:
+        row[sha_column(suffix)] = member_sha256.get(suffix)
+    return row
+
+
+def expected_members(row: dict) -> dict[str, str]:
+    """Member file names a manifest row promises, mapped to their sha256."""
+    return {f"{row['key']}.{s}": row[sha_column(s)] for s in MEMBER_SUFFIXES if row[sha_column(s)] is not None}
+
+
+def rows_to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def rejected_rows(records: Iterable[RejectedRecord]) -> list[dict]:
+    return [{"source": r.source, "recording_id": r.recording_id, "key": r.key, "stage": r.stage,
+             "reason": r.reason, "metrics": json.dumps(r.metrics, sort_keys=True), "duration": r.duration,
+             "shard": r.shard} for r in records]
+
+
+def failed_rows(records: Iterable[FailedRecord]) -> list[dict]:
+    return [{"source": r.source, "recording_id": r.recording_id, "stage": r.stage,
+             "error_type": r.error_type, "message": r.message} for r in records]
+
+
+def _read_parts(paths: list, schema: pa.Schema, columns: Optional[Sequence[str]]) -> pa.Table:
+    if not paths:
+        return schema.empty_table().select(list(columns) if columns else schema.names)
+    try:
+        return pads.dataset([str(p) for p in paths], schema=schema, format="parquet").to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetError(f"cannot read Parquet parts under {paths[0].parent}: {e}") from None
+
+
+def read_manifest(layout: DatasetLayout, columns: Optional[Sequence[str]] = None,
+                  shards: Optional[Sequence[str]] = None) -> pa.Table:
+    """All committed manifest rows (or those of the named shards), as one Arrow table."""
+    names = layout.select_shards(shards)
+    return _read_parts([layout.shard_manifest(n) for n in names], MANIFEST_SCHEMA, columns)
+
+
+def read_rejected(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) -> pa.Table:
+    """Rejected rows that count: those not tied to a shard, or tied to a committed one."""
+    table = _read_parts(layout.parts(layout.rejected), REJECTED_SCHEMA, None)
+    committed = pa.array(layout.committed_shards(), type=pa.string())
+    shard = table.column("shard")
+    keep = pc.or_(pc.is_null(shard), pc.is_in(shard, value_set=committed))
+    table = table.filter(pc.fill_null(keep, False))
+    return table.select(list(columns)) if columns else table
+
+
+def read_failed(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) -> pa.Table:
+    return _read_parts(layout.parts(layout.failed), FAILED_SCHEMA, columns)
+
+
+def write_parquet(path, table: pa.Table) -> None:
+    """Write a Parquet part atomically (see layout.atomic_write)."""
+    atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))

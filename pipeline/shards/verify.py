@@ -1,0 +1,133 @@
+"""Check every committed shard against its manifest: members, checksums, audio, schema, token counts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from pipeline.shards.codec import decode_audio, decode_npy
+from pipeline.shards.layout import DatasetLayout
+from pipeline.shards.manifest import MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, expected_members, read_manifest
+from pipeline.shards.schema import SchemaError, SegmentRecord, expected_token_count
+
+# Stored audio may differ from end-start by rounding to whole samples at both ends.
+DURATION_TOLERANCE_SAMPLES = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    shard: str
+    key: Optional[str]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.shard}{'/' + self.key if self.key else ''}: {self.message}"
+
+
+def read_tar_members(path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular file in a tar; raises tarfile.TarError or EOFError when damaged."""
+    with tarfile.open(path, mode="r|") as tar:
+        for info in tar:
+            if info.isfile():
+                yield info.name, tar.extractfile(info).read()
+
+
+def check_sample(row: dict, members: dict[str, bytes]) -> list[str]:
+    """What is wrong with one sample's members against its manifest row (empty list: nothing)."""
+    key, problems = row["key"], []
+    for name, digest in expected_members(row).items():
+        if name not in members:
+            problems.append(f"missing member {name}")
+        elif hashlib.sha256(members[name]).hexdigest() != digest:
+            problems.append(f"sha256 mismatch in {name}")
+    if problems:
+        return problems  # decoding damaged bytes would only repeat the same finding
+    try:
+        record = SegmentRecord.from_dict(json.loads(members[f"{key}.{MEMBER_META}"]))
+    except (ValueError, SchemaError) as e:
+        return [f"invalid metadata: {e}"]
+    if record.key != key:
+        problems.append(f"metadata key {record.key} differs from manifest key")
+    for suffix in ("flac", MEMBER_ENHANCED):
+        name = f"{key}.{suffix}"
+        if name not in members:
+            continue
+        try:
+            audio, sample_rate = decode_audio(members[name])
+        except Exception as e:  # soundfile raises its own error types for undecodable bytes
+            problems.append(f"{name} does not decode: {e}")
+            continue
+        if sample_rate != record.audio.sample_rate or len(audio) != record.audio.num_samples:
+            problems.append(f"{name}: {len(audio)} samples at {sample_rate} Hz, record says "
+                            f"{record.audio.num_samples} at {record.audio.sample_rate} Hz")
+        elif abs(len(audio) - record.duration * sample_rate) > DURATION_TOLERANCE_SAMPLES:
+            problems.append(f"{name}: {len(audio) / sample_rate:.4f} s of audio for a "
+                            f"{record.duration:.4f} s segment")
+    token_name = f"{key}.{MEMBER_TOKENS}"
+    if record.tokens is not None:
+        if token_name not in members:
+            problems.append(f"record has tokens but no {token_name}")
+        else:
+            try:
+                tokens = decode_npy(members[token_name])
+            except ValueError as e:
+                return problems + [f"{token_name} does not decode: {e}"]
+            expected = expected_token_count(record.audio.num_samples, record.audio.sample_rate)
+            if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+                problems.append(f"{token_name}: expected a 1-D integer array, got {tokens.dtype} {tokens.shape}")
+            elif len(tokens) != record.tokens.count or len(tokens) != expected:
+                problems.append(f"{token_name}: {len(tokens)} tokens, record says {record.tokens.count}, "
+                                f"12.5 Hz over {record.audio.seconds:.3f} s gives {expected}")
+    return problems
+
+
+def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict]) -> list[Problem]:
+    """Stream one tar, checking each sample as soon as its members are read (memory: one sample)."""
+    path = layout.shard_tar(shard)
+    if not path.is_file():
+        return [Problem(shard, None, f"manifest has {len(rows)} samples but {path} is missing")]
+    rows_by_key = {row["key"]: row for row in rows}
+    wanted = {name for row in rows for name in expected_members(row)}
+    problems: list[Problem] = []
+    current_key, current = None, {}
+
+    def finish_sample() -> None:
+        if current_key in rows_by_key:
+            row = rows_by_key.pop(current_key)
+            problems.extend(Problem(shard, row["key"], m) for m in check_sample(row, current))
+
+    try:
+        for name, data in read_tar_members(path):
+            key = name.split(".", 1)[0]
+            if key != current_key:
+                finish_sample()
+                current_key, current = key, {}
+            if name in wanted:
+                current[name] = data
+            else:
+                problems.append(Problem(shard, None, f"member {name} is not in the manifest"))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        problems.append(Problem(shard, None, f"tar is truncated or unreadable: {e}"))
+    finish_sample()
+    for row in rows_by_key.values():  # samples whose members never came
+        problems.extend(Problem(shard, row["key"], m) for m in check_sample(row, {}))
+    return problems
+
+
+def verify_dataset(layout: DatasetLayout, progress: Callable[[int, int, str], None] = lambda i, n, s: None
+                   ) -> tuple[int, list[Problem]]:
+    """Verify every committed shard; returns (samples checked, problems)."""
+    table = read_manifest(layout.require())
+    rows_by_shard: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        rows_by_shard.setdefault(row["shard"], []).append(row)
+    shards = layout.committed_shards()
+    problems = []
+    for i, shard in enumerate(shards):
+        progress(i, len(shards), shard)
+        problems += verify_shard(layout, shard, rows_by_shard.get(shard, []))
+    return table.num_rows, problems
