@@ -144,3 +144,21 @@ def test_manifest_is_parquet_readable_by_any_tool(built_dataset):
     part = next((built_dataset / "manifest").glob("*.parquet"))
     table = pq.read_table(part)
     assert {"key", "shard", "duration", "sha256_flac", "sha256_tok_npy"} <= set(table.column_names)
+
+
+def test_failed_inputs_are_recorded_and_counted(tmp_path):
+    from pipeline.shards import FailedRecord
+    from pipeline.shards.manifest import read_failed
+    from pipeline.shards.stats import dataset_stats
+
+    with ShardWriter(tmp_path / "ds", sample_rate=SAMPLE_RATE) as writer:
+        writer.add_failed([FailedRecord(source="/x/bad.wav", recording_id="0123456789abcdef", stage="decode",
+                                        error_type="DecodeError", message="not audio")])
+    layout = DatasetLayout.of(tmp_path / "ds")
+    assert read_failed(layout).to_pylist() == [{"source": "/x/bad.wav", "recording_id": "0123456789abcdef",
+                                                "stage": "decode", "error_type": "DecodeError",
+                                                "message": "not audio"}]
+    assert done_recordings(layout) == {"0123456789abcdef"}
+    stats = dataset_stats(layout)
+    assert stats["totals"]["failed"] == 1
+    assert stats["failed_by_stage"] == [{"stage": "decode", "error_type": "DecodeError", "count": 1}]
