@@ -47,12 +47,20 @@ def test_chunking_cuts_1_5_second_pieces():
 
 
 def test_dissimilar_adjacent_chunks_go_to_their_nearest_cluster():
-    # One diarized turn "A" that really holds A then B: chunk 3 sounds like B.
+    # One diarized turn "A" whose last chunk is really B: only the pair across the change is dissimilar.
     chunks = chunk_turns([Turn(0.0, 6.0, "A")], 1.5)
-    emb = np.stack([E1, E1, at_similarity(E1, E2, 0.2), at_similarity(E1, E2, 0.2)])
+    emb = np.stack([E1, E1, at_similarity(E1, E3, 0.9), at_similarity(E1, E2, 0.2)])
     out = reassign_chunks(chunks, emb, {"A": E1, "B": E2}, 0.5)
-    assert [c.speaker for c in out] == ["A", "A", "B", "B"]
-    assert join_contiguous(out) == [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B")]
+    assert [c.speaker for c in out] == ["A", "A", "A", "B"]
+    assert join_contiguous(out) == [Turn(0.0, 4.5, "A"), Turn(4.5, 6.0, "B")]
+
+
+def test_both_chunks_of_a_dissimilar_pair_are_reassigned():
+    # Diarization labelled both chunks "B", but the first is closest to A: both move to their nearest.
+    chunks = [Turn(0.0, 1.5, "B"), Turn(1.5, 3.0, "B")]
+    emb = np.stack([at_similarity(E1, E3, 0.8), at_similarity(E2, E3, 0.8)])
+    out = reassign_chunks(chunks, emb, {"A": E1, "B": E2}, 0.5)
+    assert [c.speaker for c in out] == ["A", "B"]
 
 
 def test_similar_adjacent_chunks_keep_their_labels():
