@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -13,11 +14,11 @@ class ConfigError(Exception):
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The YAML at `path` with `key=value` overrides applied; an override of an unknown key is an error."""
-    try:
-        base = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
+    """The YAML at `path` with `key=value` overrides applied; an override of an unknown key is an error.
+
+    A file with `base: OTHER.yaml` is merged over that file (path relative to it).
+    """
+    base = _load_with_base(path)
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must be key=value, got {' '.join(bad)}")
@@ -26,6 +27,21 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
         return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     except Exception as e:  # OmegaConf raises several error types for bad keys and values
         raise ConfigError(f"bad override: {e}") from None
+
+
+def _load_with_base(path: str) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    if "base" not in cfg:
+        return cfg
+    parent = _load_with_base(os.path.join(os.path.dirname(path), cfg.pop("base")))
+    OmegaConf.set_struct(parent, True)  # the child may only set keys the base defines
+    try:
+        return OmegaConf.merge(parent, cfg)
+    except Exception as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def parse_job_args(description: str, argv: Optional[Sequence[str]] = None) -> DictConfig:

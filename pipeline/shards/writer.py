@@ -40,8 +40,22 @@ class SegmentSample:
     tokens: Optional[np.ndarray] = None
 
 
-def encode_members(sample: SegmentSample) -> list[tuple[str, bytes]]:
-    """The (suffix, bytes) members of one sample, checked against its record."""
+@dataclass(frozen=True)
+class EncodedSample:
+    """A record with its members already encoded: (suffix, bytes) in write order."""
+    record: SegmentRecord
+    members: tuple[tuple[str, bytes], ...]
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(len(data) for _, data in self.members)
+
+
+def encode_sample(sample: SegmentSample) -> EncodedSample:
+    """Encode one sample's members (FLAC, JSON, .npy), checked against its record.
+
+    Runs wherever the sample is made (a Ray worker), so the writer only appends bytes.
+    """
     rec = sample.record
     if sample.audio.ndim != 1 or len(sample.audio) != rec.audio.num_samples:
         raise SchemaError("audio.num_samples", f"record says {rec.audio.num_samples}, audio has shape "
@@ -60,8 +74,8 @@ def encode_members(sample: SegmentSample) -> list[tuple[str, bytes]]:
         members.append((MEMBER_ENHANCED, encode_flac(sample.enhanced, rec.audio.sample_rate)))
     members.append((MEMBER_META, json.dumps(rec.to_dict(), ensure_ascii=False).encode("utf-8")))
     if sample.tokens is not None:
-        members.append((MEMBER_TOKENS, encode_npy(np.ascontiguousarray(sample.tokens))))
-    return members
+        members.append((MEMBER_TOKENS, encode_npy(sample.tokens)))
+    return EncodedSample(rec, tuple(members))
 
 
 class _OpenShard:
@@ -78,10 +92,10 @@ class _OpenShard:
         self.recording_ids: set[str] = set()
         self.num_bytes = 0
 
-    def add(self, key: str, members: list[tuple[str, bytes]], record: SegmentRecord) -> None:
-        digests, size = {}, 0
-        for suffix, data in members:
-            info = tarfile.TarInfo(f"{key}.{suffix}")
+    def add(self, sample: EncodedSample) -> None:
+        digests, size, record = {}, 0, sample.record
+        for suffix, data in sample.members:
+            info = tarfile.TarInfo(f"{record.key}.{suffix}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             self.tar.addfile(info, io.BytesIO(data))
             digests[suffix] = hashlib.sha256(data).hexdigest()
@@ -142,6 +156,10 @@ class ShardWriter:
 
     def add_recording(self, samples: Sequence[SegmentSample], rejected: Sequence[RejectedRecord] = ()) -> None:
         """Add all kept segments of one recording (in time order) and the rows of its dropped segments."""
+        self.add_encoded_recording([encode_sample(s) for s in samples], rejected)
+
+    def add_encoded_recording(self, samples: Sequence[EncodedSample], rejected: Sequence[RejectedRecord] = ()) -> None:
+        """`add_recording` for samples encoded elsewhere (see encode_sample)."""
         if not samples:
             self.add_rejected(rejected)
             return
@@ -155,15 +173,14 @@ class ShardWriter:
             if s.record.audio.sample_rate != self.sample_rate:
                 raise SchemaError("audio.sample_rate", f"{s.record.audio.sample_rate} Hz, the dataset is "
                                   f"{self.sample_rate} Hz")
-        encoded = [(s.record, encode_members(s)) for s in samples]  # before touching the tar: fail whole
-        size = sum(len(data) for _, members in encoded for _, data in members)
+        size = sum(s.num_bytes for s in samples)
         shard = self._shard
         if shard is not None and shard.rows and (shard.num_bytes + size > self.target_bytes
                                                  or len(shard.rows) + len(samples) > self.target_samples):
             self.flush()
         shard = self._shard or self._open()
-        for record, members in encoded:
-            shard.add(record.key, members, record)
+        for sample in samples:
+            shard.add(sample)
         shard.rejected.extend(rejected)
         if shard.num_bytes >= self.target_bytes or len(shard.rows) >= self.target_samples:
             self.flush()
@@ -211,10 +228,11 @@ class ShardWriter:
                           rows_to_table(failed_rows(self._failed), FAILED_SCHEMA))
             self._failed = []
 
-    def close(self) -> None:
-        """Commit everything pending and rewrite dataset.json with totals over all committed data."""
+    def close(self, summary: Optional[dict] = None) -> None:
+        """Commit everything pending and rewrite dataset.json with totals over all committed data
+        (and the summary of the run that wrote it, when given)."""
         self.flush()
-        write_dataset_info(self.layout, self.config, self.models)
+        write_dataset_info(self.layout, self.config, self.models, summary)
 
     def abort(self) -> None:
         """Drop the open shard without committing it (its recordings will be redone by a rerun)."""
@@ -232,7 +250,7 @@ class ShardWriter:
             self.abort()
 
 
-def write_dataset_info(layout: DatasetLayout, config: dict, models: dict) -> dict:
+def write_dataset_info(layout: DatasetLayout, config: dict, models: dict, summary: Optional[dict] = None) -> dict:
     """Write dataset.json: schema version, resolved config, models, and totals from the manifests."""
     info = {
         "schema_version": SCHEMA_VERSION,
@@ -241,6 +259,7 @@ def write_dataset_info(layout: DatasetLayout, config: dict, models: dict) -> dic
         "config": config,
         "models": models,
         "totals": dataset_totals(layout),
+        "last_run": summary,
     }
     atomic_write(layout.info, lambda f: f.write(json.dumps(info, indent=2, sort_keys=True).encode("utf-8")))
     fsync_dir(layout.root)

@@ -1,0 +1,121 @@
+"""Curation job: raw recordings -> curated WebDataset shards, on an embedded Ray or a cluster.
+
+    python -m jobs.curate --config configs/curate/demo.yaml input=DIR output=DATASET [key=value ...]
+    ray job submit --address http://HOST:8265 --working-dir . -- python -m jobs.curate --config ...
+
+Exactly once: recordings already committed, rejected or failed in OUTPUT are skipped, so a rerun after a
+crash adds exactly what is missing and a rerun after success adds nothing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+from jobs.cli import ConfigError, parse_job_args
+from pipeline import __version__
+from pipeline.inputs import InputError, list_inputs
+from pipeline.ledger import done_recordings
+from pipeline.ray_runner import StagePlan, curate_stream
+from pipeline.shards import DatasetLayout, PipelineInfo, ShardWriter
+from pipeline.shards.schema import recording_id_for
+from pipeline.stages.diarize import BACKENDS, DiarizeStage
+from pipeline.stages.quality import QualityStage
+from pipeline.stages.transcribe import TranscribeStage
+from pipeline.summary import CurationSummary
+
+
+def validate(cfg: DictConfig) -> None:
+    """Stop before any work on a config that cannot run: one clear message."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required setting(s): {', '.join(missing)} (give them as key=value)")
+    d, t = cfg.diarize, cfg.transcribe
+    if d.backend not in BACKENDS:
+        raise ConfigError(f"diarize.backend={d.backend!r} is not available; choose one of {', '.join(BACKENDS)}")
+    for name in ("cluster_merge_threshold", "chunk_reassign_threshold"):
+        if not -1.0 <= d[name] <= 1.0:
+            raise ConfigError(f"diarize.{name}={d[name]} is not a cosine similarity in [-1, 1]")
+    if not 0 < d.min_segment_seconds <= d.max_segment_seconds:
+        raise ConfigError("diarize: need 0 < min_segment_seconds <= max_segment_seconds")
+    if d.max_gap_seconds < 0 or d.chunk_seconds <= 0:
+        raise ConfigError("diarize: max_gap_seconds must be >= 0 and chunk_seconds > 0")
+    looks_local = os.path.isabs(t.model) or t.model.startswith(".") or os.sep in t.model
+    if looks_local and not os.path.isfile(os.path.join(t.model, "model.bin")):
+        raise ConfigError(f"transcribe.model: no CTranslate2 model folder at {t.model} "
+                          f"(build the offline ones with `python -m jobs.build_models`)")
+    if not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"transcribe.model={t.model!r} is a hub id but HF_HUB_OFFLINE=1; give a local folder")
+    limits = cfg.quality.limits
+    for low, high in (("min_chars_per_sec", "max_chars_per_sec"), ("min_duration", "max_duration")):
+        if limits[low] is not None and limits[high] is not None and limits[low] > limits[high]:
+            raise ConfigError(f"quality.limits.{low} > quality.limits.{high}")
+    for name, r in cfg.resources.items():
+        if "batch_size" in r and (r.batch_size < 1 or r.concurrency < 1):
+            raise ConfigError(f"resources.{name}: batch_size and concurrency must be >= 1")
+
+
+def stage_plans(cfg: DictConfig) -> list[StagePlan]:
+    """The model stages in order; each is built inside its Ray actor from a plain config copy."""
+    diarize, transcribe = OmegaConf.to_container(cfg.diarize), OmegaConf.to_container(cfg.transcribe)
+    quality, sample_rate = OmegaConf.to_container(cfg.quality), cfg.sample_rate
+    return [
+        StagePlan("diarize", lambda: DiarizeStage(OmegaConf.create(diarize), sample_rate), cfg.resources.diarize),
+        StagePlan("transcribe", lambda: TranscribeStage(OmegaConf.create(transcribe)), cfg.resources.transcribe),
+        StagePlan("quality", lambda: QualityStage(OmegaConf.create(quality), OmegaConf.create(diarize["vad"]),
+                                                  sample_rate), cfg.resources.quality),
+    ]
+
+
+def work_to_do(sources: list[str], done: set[str]) -> list[tuple[str, list[str]]]:
+    """(source, session ids already done) for each source not finished whole."""
+    sessions_done: dict[str, list[str]] = {}
+    for recording_id in done:
+        if "-s" in recording_id:
+            sessions_done.setdefault(recording_id.split("-s")[0], []).append(recording_id)
+    todo = []
+    for source in sources:
+        whole = recording_id_for(source)
+        if whole not in done:
+            todo.append((source, sessions_done.get(whole, [])))
+    return todo
+
+
+def main(cfg: DictConfig) -> int:
+    try:
+        validate(cfg)
+        sources = list_inputs(cfg.input, cfg.input_extensions)
+    except (ConfigError, InputError) as e:
+        print(f"curate: error: {e}", file=sys.stderr)
+        return 2
+    config = OmegaConf.to_container(cfg, resolve=True)
+    pipeline = PipelineInfo.for_config(__version__, config)
+    layout = DatasetLayout.of(cfg.output)
+    layout.create()
+    layout.remove_orphans()  # once, before this job's writer opens a shard
+    todo = work_to_do(sources, done_recordings(layout))
+    summary = CurationSummary(inputs=len(sources), skipped_done=len(sources) - len(todo))
+    print(f"curate: {len(sources)} inputs, {summary.skipped_done} already done, {len(todo)} to process")
+
+    started = time.perf_counter()
+    writer = ShardWriter(layout.root, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,
+                         sample_rate=cfg.sample_rate, clean_orphans=False, config=config,
+                         models={"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend})
+    for packed in curate_stream(cfg, todo, stage_plans(cfg), pipeline):
+        if packed.failure:
+            writer.add_failed([packed.failure])
+        elif packed.samples:
+            writer.add_encoded_recording(packed.samples, packed.rejected)
+        else:
+            writer.add_rejected(packed.rejected)
+        summary.add(packed)
+    summary.wall_seconds = time.perf_counter() - started
+    writer.close(summary.to_dict())
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_job_args(__doc__.splitlines()[0])))

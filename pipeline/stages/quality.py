@@ -1,0 +1,86 @@
+"""Stage 5, quality metrics and filters: DNSMOS P.835 (speechmos), SNR estimate, VAD speech ratio,
+characters per second, ASR confidence and duration. Every drop is a segment rejection with its reason
+and metrics; a threshold set to null in the config is not applied."""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.audio import frame_energy_db
+from pipeline.shards.schema import Quality
+from pipeline.stages.base import Stage
+from pipeline.stages.vad import SileroVad
+from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
+
+
+def estimate_snr_db(audio: np.ndarray, sample_rate: int) -> float:
+    """Speech level over noise floor: the 95th against the 10th percentile of 20 ms frame levels (dB).
+
+    A blind estimate (no clean reference); good enough to catch segments drowned in noise.
+    """
+    levels = frame_energy_db(audio, max(1, sample_rate // 50))
+    return float(np.percentile(levels, 95) - np.percentile(levels, 10))
+
+
+def filter_reasons(segment: SegmentDraft, q: Quality, duration: float, limits: DictConfig) -> dict[str, float]:
+    """Which limits a segment breaks: {reason: value}. A limit of null is not applied."""
+    checks = {
+        "dnsmos_ovrl": (q.dnsmos_ovrl, limits.min_dnsmos_ovrl, None),
+        "snr_db": (q.snr_db, limits.min_snr_db, None),
+        "speech_ratio": (q.speech_ratio, limits.min_speech_ratio, None),
+        "chars_per_sec": (q.chars_per_sec, limits.min_chars_per_sec, limits.max_chars_per_sec),
+        "avg_logprob": (segment.asr.avg_logprob, limits.min_avg_logprob, None),
+        "no_speech_prob": (segment.asr.no_speech_prob, None, limits.max_no_speech_prob),
+        "duration": (duration, limits.min_duration, limits.max_duration),
+    }
+    broken = {}
+    for name, (value, low, high) in checks.items():
+        if value is None:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            broken[name] = round(float(value), 4)
+    return broken
+
+
+class QualityStage(Stage):
+    name = "quality"
+
+    def __init__(self, cfg: DictConfig, vad_cfg: DictConfig, sample_rate: int):
+        self.cfg, self.vad_cfg, self.sample_rate = cfg, vad_cfg, sample_rate
+
+    def setup(self) -> None:
+        self.vad = SileroVad(self.vad_cfg.threshold, self.vad_cfg.min_silence_ms, self.vad_cfg.min_speech_ms,
+                             self.sample_rate)
+        self.dnsmos = None
+        if self.cfg.dnsmos:
+            import speechmos.dnsmos as dnsmos_module
+
+            models = os.path.join(os.path.dirname(dnsmos_module.__file__), "dnsmos_models")
+            self.dnsmos = dnsmos_module.DNSMOS(os.path.join(models, "sig_bak_ovr.onnx"),
+                                               os.path.join(models, "model_v8.onnx"))
+
+    def metrics(self, clip: np.ndarray, text: Optional[str]) -> Quality:
+        seconds = len(clip) / self.sample_rate
+        mos = {}
+        if self.dnsmos is not None:
+            mos = self.dnsmos(np.clip(clip, -1.0, 1.0), self.sample_rate, False)
+        return Quality(
+            dnsmos_sig=float(mos["sig_mos"]) if mos else None, dnsmos_bak=float(mos["bak_mos"]) if mos else None,
+            dnsmos_ovrl=float(mos["ovrl_mos"]) if mos else None, snr_db=estimate_snr_db(clip, self.sample_rate),
+            speech_ratio=min(1.0, self.vad.speech_seconds(clip) / seconds),
+            chars_per_sec=None if text is None else len(text.replace(" ", "")) / seconds)
+
+    def process(self, work: RecordingWork) -> RecordingWork:
+        sr, segments = work.sample_rate, list(work.segments)
+        for i, segment in enumerate(segments):
+            if segment.rejection is not None:
+                continue
+            quality = self.metrics(work.audio[round(segment.start * sr):round(segment.end * sr)], segment.text)
+            broken = filter_reasons(segment, quality, segment.duration, self.cfg.limits)
+            rejection = Rejection(self.name, ",".join(sorted(broken)), broken) if broken else None
+            segments[i] = replace(segment, quality=quality, rejection=rejection)
+        return replace(work, segments=tuple(segments))

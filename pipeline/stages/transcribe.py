@@ -1,0 +1,99 @@
+"""Stage 4, transcription with whisperx's batched faster-whisper model (CTranslate2).
+
+Per recording, all kept segments are cut to 30 s windows, encoded once in batches, language-identified
+from the same encoder output (multilingual models), and decoded with one prompt per segment. Segments in
+a language outside `languages` are rejected with the detected language and its probability.
+
+Mandarin through Paraformer-zh (FunASR) is not wired yet: Mandarin segments go through Whisper and
+say so in `asr.model`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.shards.schema import AsrInfo
+from pipeline.stages.base import Stage
+from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
+
+WHISPER_WINDOW_SAMPLES = 30 * 16000
+
+
+class TranscribeStage(Stage):
+    name = "transcribe"
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        import whisperx.asr
+        from faster_whisper.tokenizer import Tokenizer
+
+        cfg = self.cfg
+        self.model = whisperx.asr.WhisperModel(cfg.model, device=cfg.device, compute_type=cfg.compute_type,
+                                               cpu_threads=cfg.cpu_threads,
+                                               local_files_only=os.path.isdir(cfg.model))
+        self.multilingual = self.model.model.is_multilingual
+        self.model_name = os.path.basename(os.path.normpath(cfg.model)) if os.path.isdir(cfg.model) else cfg.model
+        self._tokenizers = {}
+        self._make_tokenizer = lambda lang: Tokenizer(self.model.hf_tokenizer, self.multilingual,
+                                                      task="transcribe", language=lang)
+
+    def tokenizer(self, language: str):
+        if language not in self._tokenizers:
+            self._tokenizers[language] = self._make_tokenizer(language if self.multilingual else None)
+        return self._tokenizers[language]
+
+    def features(self, clips: list[np.ndarray]) -> np.ndarray:
+        from whisperx.audio import log_mel_spectrogram
+
+        n_mels = self.model.feat_kwargs.get("feature_size") or 80
+        return np.stack([log_mel_spectrogram(c[:WHISPER_WINDOW_SAMPLES], n_mels=n_mels,
+                                             padding=WHISPER_WINDOW_SAMPLES - len(c[:WHISPER_WINDOW_SAMPLES])).numpy()
+                         for c in clips])
+
+    def languages(self, encoder_output, n: int) -> list[tuple[str, float | None]]:
+        if not self.multilingual:  # an English-only model: no language id to ask for
+            return [(self.cfg.english_only_language, None)] * n
+        return [(pairs[0][0][2:-2], float(pairs[0][1])) for pairs in self.model.model.detect_language(encoder_output)]
+
+    def transcribe_batch(self, clips: list[np.ndarray]) -> list[dict]:
+        """Language, text and confidences of up to `batch_size` clips (each at most 30 s)."""
+        cfg = self.cfg
+        encoder_output = self.model.encode(self.features(clips))
+        languages = self.languages(encoder_output, len(clips))
+        prompts = [self.model.get_prompt(self.tokenizer(lang), [], without_timestamps=True) for lang, _ in languages]
+        results = self.model.model.generate(
+            encoder_output, prompts, beam_size=cfg.beam_size, max_length=self.model.max_length,
+            suppress_blank=True, suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True)
+        out = []
+        for (lang, prob), result in zip(languages, results):
+            tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer(lang).eot]
+            length = len(result.sequences_ids[0])
+            out.append({"language": lang, "language_prob": prob,
+                        "text": self.tokenizer(lang).decode(tokens).strip(),
+                        "avg_logprob": float(result.scores[0] * length / (length + 1)),
+                        "no_speech_prob": float(result.no_speech_prob)})
+        return out
+
+    def process(self, work: RecordingWork) -> RecordingWork:
+        sr = work.sample_rate
+        todo = [i for i, s in enumerate(work.segments) if s.rejection is None]
+        clips = [work.audio[round(work.segments[i].start * sr):round(work.segments[i].end * sr)] for i in todo]
+        results = []
+        for first in range(0, len(clips), self.cfg.batch_size):
+            results += self.transcribe_batch(clips[first:first + self.cfg.batch_size])
+        segments = list(work.segments)
+        keep = set(self.cfg.languages)
+        for i, r in zip(todo, results):
+            asr = AsrInfo(model=self.model_name, avg_logprob=r["avg_logprob"], no_speech_prob=r["no_speech_prob"])
+            segment = replace(segments[i], text=r["text"], language=r["language"], language_prob=r["language_prob"],
+                              asr=asr)
+            if r["language"] not in keep:
+                segment = replace(segment, rejection=Rejection(self.name, "language", {
+                    "language": r["language"], "language_prob": r["language_prob"]}))
+            segments[i] = segment
+        return replace(work, segments=tuple(segments))

@@ -1,0 +1,28 @@
+"""Silero VAD (real weights from the `silero-vad` package): speech regions of an audio array."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class SileroVad:
+    """Loads the ONNX model once; `speech_regions` returns [(start, end)] in seconds."""
+
+    def __init__(self, threshold: float, min_silence_ms: int, min_speech_ms: int, sample_rate: int = 16000):
+        from silero_vad import load_silero_vad
+
+        self.model = load_silero_vad(onnx=True)
+        self.threshold, self.min_silence_ms, self.min_speech_ms = threshold, min_silence_ms, min_speech_ms
+        self.sample_rate = sample_rate
+
+    def speech_regions(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        import torch
+        from silero_vad import get_speech_timestamps
+
+        stamps = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), self.model,
+                                       sampling_rate=self.sample_rate, threshold=self.threshold,
+                                       min_silence_duration_ms=self.min_silence_ms,
+                                       min_speech_duration_ms=self.min_speech_ms)
+        return [(s["start"] / self.sample_rate, s["end"] / self.sample_rate) for s in stamps]
+
+    def speech_seconds(self, audio: np.ndarray) -> float:
+        return sum(end - start for start, end in self.speech_regions(audio))

@@ -1,0 +1,56 @@
+"""The curation job's closing summary: counts by outcome, hours, rejected and failed by reason, speed."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pipeline.stages.pack import PackedRecording
+
+
+@dataclass
+class CurationSummary:
+    inputs: int = 0
+    skipped_done: int = 0
+    recordings: Counter = field(default_factory=Counter)      # outcome -> count
+    hours_in: float = 0.0
+    hours_out: float = 0.0
+    segments: int = 0
+    rejected: Counter = field(default_factory=Counter)        # "stage/reason" -> rows
+    failed: Counter = field(default_factory=Counter)          # "stage/error_type" -> recordings
+    stage_seconds: Counter = field(default_factory=Counter)   # stage -> summed seconds
+    wall_seconds: float = 0.0
+
+    def add(self, packed: PackedRecording) -> None:
+        self.recordings[packed.outcome] += 1
+        self.hours_in += packed.seconds / 3600
+        self.hours_out += sum(s.record.duration for s in packed.samples) / 3600
+        self.segments += len(packed.samples)
+        self.rejected.update(f"{r.stage}/{r.reason}" for r in packed.rejected)
+        if packed.failure:
+            self.failed[f"{packed.failure.stage}/{packed.failure.error_type}"] += 1
+        for stage, seconds in packed.stage_seconds:
+            self.stage_seconds[stage] += seconds
+
+    @property
+    def audio_hours_per_hour(self) -> float:
+        return self.hours_in / (self.wall_seconds / 3600) if self.wall_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"inputs": self.inputs, "skipped_already_done": self.skipped_done,
+                "recordings": dict(self.recordings), "hours_in": self.hours_in, "hours_out": self.hours_out,
+                "segments": self.segments, "rejected_by_reason": dict(self.rejected),
+                "failed_by_stage": dict(self.failed), "stage_seconds": dict(self.stage_seconds),
+                "wall_seconds": self.wall_seconds, "audio_hours_per_hour": self.audio_hours_per_hour}
+
+    def format(self) -> str:
+        rows = [("inputs", self.inputs), ("skipped (already done)", self.skipped_done),
+                *[(f"recordings {k}", v) for k, v in sorted(self.recordings.items())],
+                ("hours in", f"{self.hours_in:.4f}"), ("hours out", f"{self.hours_out:.4f}"),
+                ("segments", self.segments),
+                *[(f"rejected {k}", v) for k, v in sorted(self.rejected.items())],
+                *[(f"failed {k}", v) for k, v in sorted(self.failed.items())],
+                *[(f"stage seconds {k}", f"{v:.1f}") for k, v in self.stage_seconds.items()],
+                ("wall seconds", f"{self.wall_seconds:.1f}"),
+                ("throughput (audio h / h)", f"{self.audio_hours_per_hour:.1f}")]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(["curation summary", "-" * (width + 14)] + [f"{k:<{width}}  {v:>12}" for k, v in rows])
