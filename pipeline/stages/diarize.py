@@ -38,8 +38,7 @@ class DiarizeStage(Stage):
         self.cfg, self.sample_rate = cfg, sample_rate
 
     def setup(self) -> None:
-        self.vad = SileroVad(self.cfg.vad.threshold, self.cfg.vad.min_silence_ms, self.cfg.vad.min_speech_ms,
-                             self.sample_rate)
+        self.vad = SileroVad.from_config(self.cfg.vad, self.sample_rate)
 
     def process(self, work: RecordingWork) -> RecordingWork:
         turns = [Turn(start, end, "S0") for start, end in self.vad.speech_regions(work.audio)]

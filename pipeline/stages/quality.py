@@ -53,8 +53,7 @@ class QualityStage(Stage):
         self.cfg, self.vad_cfg, self.sample_rate = cfg, vad_cfg, sample_rate
 
     def setup(self) -> None:
-        self.vad = SileroVad(self.vad_cfg.threshold, self.vad_cfg.min_silence_ms, self.vad_cfg.min_speech_ms,
-                             self.sample_rate)
+        self.vad = SileroVad.from_config(self.vad_cfg, self.sample_rate)
         self.dnsmos = None
         if self.cfg.dnsmos:
             import speechmos.dnsmos as dnsmos_module

@@ -14,9 +14,9 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_loads_and_has_no_missing_values(path):
+def test_config_loads_and_leaves_only_the_run_arguments_open(path):
     cfg = load_config(str(path))
-    assert OmegaConf.missing_keys(cfg) == set()
+    assert OmegaConf.missing_keys(cfg) <= {"input", "output"}  # given on the command line
     OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -32,3 +32,35 @@ def test_unknown_override_is_an_error():
         load_config("configs/demo.yaml", ["recordingz=2"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config("configs/demo.yaml", ["recordings"])
+
+
+def test_curate_configs_validate(tmp_path, monkeypatch):
+    from jobs.build_models import build_all
+    from jobs.curate import validate
+
+    models = build_all(tmp_path / "models")
+    demo = load_config("configs/curate/demo.yaml", [f"transcribe.model={models['whisper']}", "output=x"])
+    validate(demo)
+    default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    validate(default)  # hub ids are fine with network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="hub id"):
+        validate(default)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("diarize.cluster_merge_threshold=1.5", "cosine similarity"),
+    ("diarize.min_segment_seconds=40", "min_segment_seconds"),
+    ("diarize.backend=magic", "not available"),
+    ("transcribe.model=/nonexistent/whisper", "no CTranslate2 model folder"),
+    ("quality.limits.min_duration=50", "min_duration"),
+    ("resources.transcribe.batch_size=0", "batch_size"),
+])
+def test_bad_curate_settings_are_refused(override, message, monkeypatch):
+    from jobs.curate import validate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # so a hub id passes and only the bad setting is refused
+    cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", override])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)

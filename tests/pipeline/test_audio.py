@@ -1,0 +1,99 @@
+"""Decode and standardise on real files made with sox/ffmpeg, and every kind of bad input."""
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.audio import DecodeError, decode_audio_file, frame_energy_db, normalize_loudness, session_bounds
+from pipeline.synthetic import speak
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory):
+    """Two seconds of espeak speech, stereo at 44.1 kHz."""
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    mono = speak("Testing one two three, this is a decode test.", "en-us", sample_rate=44100)
+    sf.write(path, np.stack([mono, 0.5 * mono], axis=1), 44100)
+    return path
+
+
+@pytest.mark.parametrize("suffix, args", [(".flac", []), (".mp3", ["-b:a", "64k"]), (".opus", ["-b:a", "32k"]),
+                                          (".m4a", ["-c:a", "aac"])])
+def test_any_ffmpeg_format_decodes_to_16k_mono(speech_wav, tmp_path, suffix, args):
+    path = tmp_path / f"speech{suffix}"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(speech_wav), *args, str(path)], check=True)
+    decoded = decode_audio_file(str(path), 16000)
+    original = sf.info(speech_wav)
+    assert decoded.samples.ndim == 1 and decoded.samples.dtype == np.float32
+    assert decoded.sample_rate == 16000
+    assert decoded.seconds == pytest.approx(original.duration, abs=0.1)
+    assert decoded.original_sample_rate in (44100, 48000)  # opus always decodes at 48 kHz
+    assert decoded.original_channels == 2
+
+
+def bad(tmp_path, name, content=None):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: bad(d, "empty.wav", b""), "empty"),
+    (lambda d: bad(d, "text.wav", b"this is not audio at all " * 40), "cannot decode"),
+    (lambda d: bad(d, "folder.wav"), "is a directory"),
+    (lambda d: str(d / "missing.flac"), "does not exist"),
+])
+def test_bad_inputs_raise_decode_errors(tmp_path, make, message):
+    with pytest.raises(DecodeError, match=message):
+        decode_audio_file(make(tmp_path), 16000)
+
+
+def test_zero_length_and_nan_audio_are_refused(tmp_path):
+    zero = tmp_path / "zero.wav"
+    sf.write(zero, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(DecodeError, match="zero-length|cannot decode"):
+        decode_audio_file(str(zero), 16000)
+    nan = tmp_path / "nan.wav"
+    audio = np.full(16000, 0.1, dtype=np.float32)
+    audio[100:200] = np.nan
+    sf.write(nan, audio, 16000, subtype="FLOAT")
+    with pytest.raises(DecodeError, match="NaN"):
+        decode_audio_file(str(nan), 16000)
+
+
+def test_loudness_normalisation_reaches_the_target_and_never_clips():
+    rng = np.random.default_rng(0)
+    quiet = np.concatenate([0.01 * rng.standard_normal(16000), np.zeros(32000)]).astype(np.float32)
+    out = normalize_loudness(quiet, 16000, target_dbfs=-23, max_gain_db=40, gate_db=40)
+    active = out[:16000]
+    assert 20 * np.log10(np.sqrt(np.mean(active**2))) == pytest.approx(-23, abs=0.5)  # silence left out
+    loud = np.sin(np.linspace(0, 2000, 16000)).astype(np.float32) * 0.3
+    assert np.abs(normalize_loudness(loud, 16000, target_dbfs=0, max_gain_db=40, gate_db=40)).max() <= 0.99
+
+
+def test_long_recordings_split_at_the_quiet_stretch():
+    sr = 1000  # small rate keeps the test fast; the function is rate-agnostic
+    rng = np.random.default_rng(0)
+    audio = (0.3 * rng.standard_normal(100 * sr)).astype(np.float32)
+    audio[52 * sr:55 * sr] = 0.0  # the only silence inside the search window
+    bounds = session_bounds(audio, sr, max_seconds=60, search_seconds=20)
+    assert len(bounds) == 2 and bounds[0][0] == 0 and bounds[-1][1] == len(audio)
+    assert 52 * sr <= bounds[0][1] <= 55 * sr and bounds[0][1] == bounds[1][0]
+    assert session_bounds(audio, sr, max_seconds=200, search_seconds=20) == [(0, len(audio))]
+
+
+def test_sessions_never_exceed_the_maximum_even_without_silence():
+    sr = 1000
+    audio = np.ones(250 * sr, dtype=np.float32) * 0.2
+    bounds = session_bounds(audio, sr, max_seconds=60, search_seconds=30)
+    assert all(last - first <= 60 * sr for first, last in bounds)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+
+
+def test_frame_energy_of_a_full_scale_square_is_0_dbfs():
+    assert frame_energy_db(np.ones(1600, dtype=np.float32), 160) == pytest.approx(np.zeros(10))
