@@ -70,7 +70,11 @@ def stage_plans(cfg: DictConfig) -> list[StagePlan]:
 
 
 def work_to_do(sources: list[str], done: set[str]) -> list[tuple[str, list[str]]]:
-    """(source, session ids already done) for each source not finished whole."""
+    """(source, session ids already done) for each source not finished whole.
+
+    A source split into sessions is done session by session and its session count is known only after
+    decoding, so it is decoded again and only its missing sessions go on (decode is cheap next to ASR).
+    """
     sessions_done: dict[str, list[str]] = {}
     for recording_id in done:
         if "-s" in recording_id:
@@ -97,7 +101,9 @@ def main(cfg: DictConfig) -> int:
     layout.remove_orphans()  # once, before this job's writer opens a shard
     todo = work_to_do(sources, done_recordings(layout))
     summary = CurationSummary(inputs=len(sources), skipped_done=len(sources) - len(todo))
-    print(f"curate: {len(sources)} inputs, {summary.skipped_done} already done, {len(todo)} to process")
+    resplit = sum(1 for _, sessions in todo if sessions)
+    print(f"curate: {len(sources)} inputs, {summary.skipped_done} already done, {len(todo)} to process"
+          + (f" ({resplit} split into sessions, some done: decoded again to find the rest)" if resplit else ""))
 
     started = time.perf_counter()
     writer = ShardWriter(layout.root, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,

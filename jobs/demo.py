@@ -1,8 +1,10 @@
-"""`make demo`: generate dialogs with known truth, write them as a curated dataset, inspect it.
+"""`make demo`: generated dialogs with known truth -> the curation job (embedded Ray) -> inspection.
 
     python -m jobs.demo --config configs/demo.yaml [key=value ...]
 
-Rerunning adds nothing: recordings already committed or rejected are skipped (pipeline.ledger).
+Builds the offline model folders, generates recordings (kept when already there), runs
+`jobs.curate`, scores the diarization against the generated truth (pyannote.metrics), and runs
+`audiomill-shards` ls, stats, verify and plot on the result. Rerunning adds nothing.
 """
 from __future__ import annotations
 
@@ -12,39 +14,49 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from jobs.cli import parse_job_args
-from pipeline import __version__, inspect as shards_cli
-from pipeline.ledger import done_recordings
-from pipeline.shards import (
-    AsrInfo, AudioInfo, PipelineInfo, RejectedRecord, SegmentRecord, SegmentSample, ShardWriter, recording_id_for,
-)
+from jobs import curate
+from jobs.build_models import build_all
+from jobs.cli import load_config, parse_job_args
+from pipeline import inspect as shards_cli
+from pipeline.shards import DatasetLayout
 from pipeline.shards.layout import atomic_write_bytes
+from pipeline.shards.manifest import read_manifest
 from pipeline.synthetic import Dialog, make_dialog
 
 
-def generate_recordings(cfg: DictConfig, raw_dir: Path) -> list[tuple[Path, dict]]:
-    """Write `cfg.recordings` dialogs as WAV plus a truth JSON each (kept when already there)."""
+def dialog_lines(cfg: DictConfig, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    speakers = list(cfg.speakers)
+    cast = [speakers[j] for j in rng.choice(len(speakers), int(rng.integers(2, 4)), replace=False)]
+    n_turns = int(rng.integers(cfg.turns_per_recording[0], cfg.turns_per_recording[1] + 1))
+    return [(cast[t % len(cast)].name, cast[t % len(cast)].voice,
+             cfg.sentences[int(rng.integers(len(cfg.sentences)))]) for t in range(n_turns)]
+
+
+def generate_recordings(cfg: DictConfig, raw_dir: Path) -> dict[str, dict]:
+    """WAVs plus a truth JSON each (turn times, speakers, text); existing ones are kept."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    speakers = list(cfg.speakers)
-    out = []
-    for i in range(cfg.recordings):
-        n_speakers = int(rng.integers(2, min(3, len(speakers)) + 1))
-        cast = [speakers[j] for j in rng.choice(len(speakers), n_speakers, replace=False)]
-        n_turns = int(rng.integers(cfg.turns_per_recording[0], cfg.turns_per_recording[1] + 1))
-        lines = [(cast[t % n_speakers].name, cast[t % n_speakers].voice,
-                  cfg.sentences[int(rng.integers(len(cfg.sentences)))]) for t in range(n_turns)]
-        wav, truth_path = raw_dir / f"dialog-{i:03d}.wav", raw_dir / f"dialog-{i:03d}.truth.json"
+    plans = [(f"dialog-{i:03d}", [dialog_lines(cfg, rng)]) for i in range(cfg.recordings)]
+    for i in range(cfg.long_recordings):
+        lines, seconds = [], 0.0
+        while seconds < cfg.long_recording_minutes * 60:  # ~2.6 s per spoken line with its pause
+            lines.append(dialog_lines(cfg, rng))
+            seconds += 2.6 * len(lines[-1])
+        plans.append((f"long-{i:03d}", lines))
+    truth = {}
+    for n, (name, parts) in enumerate(plans):
+        wav, truth_path = raw_dir / f"{name}.wav", raw_dir / f"{name}.truth.json"
         if not (wav.exists() and truth_path.exists()):
-            dialog = make_dialog(lines, sample_rate=cfg.sample_rate, gap_seconds=cfg.gap_seconds,
-                                 seed=cfg.seed + i, noise_level=cfg.noise_level)
+            lines = [line for part in parts for line in part]
+            dialog = make_dialog(lines, sample_rate=cfg.sample_rate, gap_seconds=cfg.gap_seconds, seed=cfg.seed + n,
+                                 noise_level=cfg.noise_level, music_level=cfg.music_level if n % 3 == 2 else 0.0)
             atomic_write_bytes(truth_path, json.dumps(dialog_truth(dialog), indent=1).encode())
             sf.write(wav, dialog.audio, dialog.sample_rate, subtype="PCM_16")
-            print(f"generated {wav} ({dialog.seconds:.1f} s, {len(lines)} turns, {n_speakers} speakers)")
-        out.append((wav, json.loads(truth_path.read_text())))
-    return out
+            print(f"generated {wav} ({dialog.seconds:.1f} s, {len(lines)} turns)")
+        truth[str(wav)] = json.loads(truth_path.read_text())
+    return truth
 
 
 def dialog_truth(dialog: Dialog) -> dict:
@@ -52,48 +64,47 @@ def dialog_truth(dialog: Dialog) -> dict:
             "turns": [{"speaker": t.speaker, "text": t.text, "start": t.start, "end": t.end} for t in dialog.turns]}
 
 
-def recording_samples(source: str, audio: np.ndarray, sample_rate: int, truth: dict, cfg: DictConfig,
-                      pipeline: PipelineInfo) -> tuple[list[SegmentSample], list[RejectedRecord]]:
-    """One segment per true turn; turns shorter than the minimum are rejected with their duration."""
-    recording_id = recording_id_for(source)
-    samples, rejected, previous_end = [], [], None
-    for index, turn in enumerate(truth["turns"]):
-        first, last = round(turn["start"] * sample_rate), round(turn["end"] * sample_rate)
-        start, end = first / sample_rate, last / sample_rate
-        record = SegmentRecord(
-            recording_id=recording_id, source=source, segment_index=index, start=start, end=end,
-            gap_before=None if previous_end is None else start - previous_end, speaker=turn["speaker"],
-            language="en", language_prob=1.0, text=turn["text"], asr=AsrInfo(model="generated-script"),
-            audio=AudioInfo(sample_rate=sample_rate, num_samples=last - first), pipeline=pipeline)
-        previous_end = end
-        if record.duration < cfg.min_segment_seconds:
-            rejected.append(RejectedRecord(source=source, recording_id=recording_id, key=record.key,
-                                           stage="filter", reason="too_short", duration=record.duration,
-                                           metrics={"duration": record.duration}))
-        else:
-            samples.append(SegmentSample(record=record, audio=audio[first:last]))
-    return samples, rejected
+def diarization_error_rate(dataset: Path, truth: dict[str, dict], collar: float) -> float:
+    """DER of the committed segments against the generated turns, over all recordings.
+
+    Speaker labels are per recording (or session), so each hypothesis label is prefixed with its
+    recording id: a speaker split across sessions counts as confusion. Rejected segments count as missed.
+    """
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    metric = DiarizationErrorRate(collar=collar)
+    rows = read_manifest(DatasetLayout.of(dataset), columns=["source", "recording_id", "start", "end", "speaker"])
+    by_source: dict[str, list[dict]] = {}
+    for row in rows.to_pylist():
+        by_source.setdefault(row["source"], []).append(row)
+    for source, t in truth.items():
+        reference, hypothesis = Annotation(), Annotation()
+        for turn in t["turns"]:
+            reference[Segment(turn["start"], turn["end"])] = turn["speaker"]
+        for row in by_source.get(source, []):
+            hypothesis[Segment(row["start"], row["end"])] = f"{row['recording_id']}:{row['speaker']}"
+        metric(reference, hypothesis)
+    return abs(metric)
 
 
 def main(cfg: DictConfig) -> int:
     workdir = Path(cfg.workdir)
-    dataset, plots = workdir / "dataset", workdir / "plots"
-    config = OmegaConf.to_container(cfg, resolve=True)
-    pipeline = PipelineInfo.for_config(__version__, config)
+    raw, dataset, plots = workdir / "raw", workdir / "curated", workdir / "plots"
+    models = build_all(workdir / "models")
+    truth = generate_recordings(cfg, raw)
 
-    recordings = generate_recordings(cfg, workdir / "raw")
-
-    with ShardWriter(dataset, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,
-                     sample_rate=cfg.sample_rate, config=config, models={"asr": "generated-script"}) as writer:
-        done = done_recordings(writer.layout)
-        for wav, truth in recordings:
-            source = str(wav.resolve())
-            if recording_id_for(source) in done:
-                continue
-            audio, sample_rate = sf.read(wav, dtype="float32")
-            samples, rejected = recording_samples(source, audio, sample_rate, truth, cfg, pipeline)
-            writer.add_recording(samples, rejected)
-        print(f"committed {len(writer.committed)} new shards, skipped {len(done)} recordings already done")
+    curate_cfg = load_config(cfg.curate.config, [f"input={raw}", f"output={dataset}",
+                                                 f"transcribe.model={models['whisper']}", *cfg.curate.overrides])
+    status = curate.main(curate_cfg)
+    if status != 0:
+        return status
+    der = diarization_error_rate(dataset, truth, cfg.der_collar_seconds)
+    print(f"\ndiarization error rate against the generated truth: {der:.3f} (collar {cfg.der_collar_seconds} s)")
+    info_path = dataset / "dataset.json"
+    info = json.loads(info_path.read_text())
+    info["demo"] = {"diarization_error_rate": der, "collar_seconds": cfg.der_collar_seconds}
+    atomic_write_bytes(info_path, json.dumps(info, indent=2, sort_keys=True).encode())
 
     for command in (["ls"], ["stats"], ["verify", "--quiet"], ["plot", "--out", str(plots)]):
         print(f"\n$ audiomill-shards {command[0]} {dataset} {' '.join(command[1:])}")

@@ -70,11 +70,15 @@ def relabel(turns: Sequence[Turn], mapping: Mapping[str, str]) -> list[Turn]:
     return [replace(t, speaker=mapping.get(t.speaker, t.speaker)) for t in turns]
 
 
-def chunk_turns(turns: Sequence[Turn], chunk_seconds: float) -> list[Turn]:
-    """Cut each turn into consecutive chunks of `chunk_seconds` (the last chunk of a turn may be shorter)."""
+def chunk_turns(turns: Sequence[Turn], chunk_seconds: float, min_last_seconds: float = 0.0) -> list[Turn]:
+    """Cut each turn into consecutive chunks of `chunk_seconds`. The last chunk of a turn may be shorter;
+    when it would be shorter than `min_last_seconds` it joins the chunk before it (a 0.2 s tail embeds as
+    noise and would found a cluster of its own)."""
     chunks = []
     for turn in turns:
         n = max(1, int(np.ceil(turn.duration / chunk_seconds - 1e-9)))
+        if n > 1 and turn.duration - (n - 1) * chunk_seconds < min_last_seconds:
+            n -= 1
         edges = [turn.start + i * chunk_seconds for i in range(n)] + [turn.end]
         chunks += [Turn(edges[i], min(edges[i + 1], turn.end), turn.speaker) for i in range(n)]
     return chunks
@@ -167,3 +171,27 @@ def punctuate_by_gaps(chars: Sequence[tuple[str, float, float]], comma_gap: floa
                 pieces.append(comma)
         pieces.append(text)
     return "".join(pieces)
+
+
+def cluster_embeddings(embeddings: np.ndarray, threshold: float) -> np.ndarray:
+    """Average-linkage agglomerative clustering: clusters whose mean cosine similarity stays above
+    `threshold` are one; labels 0..K-1 in order of first appearance."""
+    n = len(embeddings)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    normed = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    tree = linkage(normed, method="average", metric="cosine")
+    raw = fcluster(tree, t=1.0 - threshold, criterion="distance")
+    first_seen = {label: i for i, label in reversed(list(enumerate(raw)))}
+    order = {label: rank for rank, label in enumerate(sorted(first_seen, key=first_seen.get))}
+    return np.array([order[label] for label in raw], dtype=np.int64)
+
+
+def cluster_representatives(labels: Sequence[str], embeddings: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean of the unit-normalised embeddings of each label."""
+    normed = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return {label: normed[[i for i, l in enumerate(labels) if l == label]].mean(axis=0) for label in set(labels)}

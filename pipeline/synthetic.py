@@ -66,9 +66,19 @@ class Dialog:
         return len(self.audio) / self.sample_rate
 
 
+def music_bed(num_samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """A slowly changing chord (three sines with a tremolo), peak about 1: background music stand-in."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / sample_rate
+    root = rng.choice([196.0, 220.0, 246.9, 261.6])
+    chord = sum(np.sin(2 * np.pi * root * ratio * t + rng.uniform(0, 2 * np.pi)) for ratio in (1.0, 1.26, 1.5))
+    return (chord / 3 * (0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t))).astype(np.float32)
+
+
 def make_dialog(lines: Sequence[tuple[str, str, str]], *, sample_rate: int = 16000, gap_seconds: float = 0.6,
-                lead_seconds: float = 0.5, seed: int = 0, noise_level: float = 0.0) -> Dialog:
-    """Concatenate spoken lines `(speaker, voice, text)` with pauses, optionally over white noise.
+                lead_seconds: float = 0.5, seed: int = 0, noise_level: float = 0.0,
+                music_level: float = 0.0) -> Dialog:
+    """Concatenate spoken lines `(speaker, voice, text)` with pauses, optionally over white noise and music.
 
     Pauses vary around `gap_seconds` (seeded), so turn boundaries are not on a regular grid.
     """
@@ -84,4 +94,6 @@ def make_dialog(lines: Sequence[tuple[str, str, str]], *, sample_rate: int = 160
     audio = np.concatenate(pieces)
     if noise_level > 0:
         audio = audio + noise_level * rng.standard_normal(len(audio)).astype(np.float32)
+    if music_level > 0:
+        audio = audio + music_level * music_bed(len(audio), sample_rate, seed)
     return Dialog(np.clip(audio, -1.0, 1.0).astype(np.float32), sample_rate, tuple(turns))

@@ -43,7 +43,7 @@ def ray_cluster(tmp_path_factory):
                     "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=180)
     try:
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={temp}",
                         '--resources={"second_node": 1}', "--disable-usage-stats"],
                        check=True, env=env, capture_output=True, timeout=180)
         deadline = time.time() + 60
@@ -62,7 +62,19 @@ def ray_cluster(tmp_path_factory):
             time.sleep(1)
         yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_processes_under(temp)
+
+
+def stop_processes_under(temp: Path) -> None:
+    """Stop the cluster this fixture started, and only it: `ray stop` would stop every Ray on the machine."""
+    import psutil
+
+    ours = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+    for p in ours:
+        p.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=20)
+    for p in alive:
+        p.kill()
 
 
 @pytest.fixture(scope="session")

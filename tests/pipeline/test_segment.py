@@ -116,3 +116,8 @@ def test_punctuation_on_a_sentence():
     chars = [("今", 0.0, 0.2), ("天", 0.2, 0.4), ("好", 1.0, 1.2), ("我", 2.5, 2.7), ("们", 2.7, 2.9)]
     assert punctuate_by_gaps(chars, 0.5, 1.0) == "今天，好。我们"
     assert punctuate_by_gaps([], 0.5, 1.0) == ""
+
+
+def test_a_short_tail_joins_the_chunk_before_it():
+    chunks = chunk_turns([Turn(0.0, 3.2, "A"), Turn(4.0, 4.3, "A")], 1.5, min_last_seconds=0.75)
+    assert [(c.start, c.end) for c in chunks] == [(0.0, 1.5), (1.5, 3.2), (4.0, 4.3)]
