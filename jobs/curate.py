@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,6 +23,7 @@ from pipeline.ray_runner import StagePlan, curate_stream
 from pipeline.shards import DatasetLayout, PipelineInfo, ShardWriter
 from pipeline.shards.schema import recording_id_for
 from pipeline.stages.diarize import BACKENDS, DiarizeStage
+from pipeline.stages.enhance import EnhanceStage
 from pipeline.stages.quality import QualityStage
 from pipeline.stages.transcribe import TranscribeStage
 from pipeline.summary import CurationSummary
@@ -43,11 +45,16 @@ def validate(cfg: DictConfig) -> None:
     if d.max_gap_seconds < 0 or d.chunk_seconds <= 0:
         raise ConfigError("diarize: max_gap_seconds must be >= 0 and chunk_seconds > 0")
     looks_local = os.path.isabs(t.model) or t.model.startswith(".") or os.sep in t.model
-    if looks_local and not os.path.isfile(os.path.join(t.model, "model.bin")):
+    if t.enabled and looks_local and not os.path.isfile(os.path.join(t.model, "model.bin")):
         raise ConfigError(f"transcribe.model: no CTranslate2 model folder at {t.model} "
                           f"(build the offline ones with `python -m jobs.build_models`)")
-    if not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+    if t.enabled and not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ConfigError(f"transcribe.model={t.model!r} is a hub id but HF_HUB_OFFLINE=1; give a local folder")
+    e = cfg.enhance
+    if e.enabled and e.repo is not None:
+        repo = Path(e.repo)
+        if not ((repo / f"{e.model}.yaml").is_file() or list(repo.glob(f"{e.model}*.th"))):
+            raise ConfigError(f"enhance.repo: no demucs model {e.model!r} ({e.model}.yaml or {e.model}.th) in {repo}")
     limits = cfg.quality.limits
     for low, high in (("min_chars_per_sec", "max_chars_per_sec"), ("min_duration", "max_duration")):
         if limits[low] is not None and limits[high] is not None and limits[low] > limits[high]:
@@ -61,12 +68,19 @@ def stage_plans(cfg: DictConfig) -> list[StagePlan]:
     """The model stages in order; each is built inside its Ray actor from a plain config copy."""
     diarize, transcribe = OmegaConf.to_container(cfg.diarize), OmegaConf.to_container(cfg.transcribe)
     quality, sample_rate = OmegaConf.to_container(cfg.quality), cfg.sample_rate
-    return [
-        StagePlan("diarize", lambda: DiarizeStage(OmegaConf.create(diarize), sample_rate), cfg.resources.diarize),
-        StagePlan("transcribe", lambda: TranscribeStage(OmegaConf.create(transcribe)), cfg.resources.transcribe),
-        StagePlan("quality", lambda: QualityStage(OmegaConf.create(quality), OmegaConf.create(diarize["vad"]),
-                                                  sample_rate), cfg.resources.quality),
-    ]
+    enhance = OmegaConf.to_container(cfg.enhance)
+    plans = [StagePlan("enhance", lambda: EnhanceStage(OmegaConf.create(enhance), sample_rate),
+                       cfg.resources.enhance)] if cfg.enhance.enabled else []
+    plans.append(StagePlan("diarize", lambda: DiarizeStage(OmegaConf.create(diarize), sample_rate),
+                           cfg.resources.diarize))
+    if cfg.transcribe.enabled:
+        plans.append(StagePlan("transcribe", lambda: TranscribeStage(OmegaConf.create(transcribe)),
+                               cfg.resources.transcribe))
+    if cfg.quality.enabled:
+        plans.append(StagePlan("quality", lambda: QualityStage(OmegaConf.create(quality),
+                                                               OmegaConf.create(diarize["vad"]), sample_rate),
+                               cfg.resources.quality))
+    return plans
 
 
 def work_to_do(sources: list[str], done: set[str]) -> list[tuple[str, list[str]]]:
@@ -108,7 +122,8 @@ def main(cfg: DictConfig) -> int:
     started = time.perf_counter()
     writer = ShardWriter(layout.root, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,
                          sample_rate=cfg.sample_rate, clean_orphans=False, config=config,
-                         models={"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend})
+                         models={"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend,
+                                 "enhance": cfg.enhance.model if cfg.enhance.enabled else None})
     for packed in curate_stream(cfg, todo, stage_plans(cfg), pipeline):
         if packed.failure:
             writer.add_failed([packed.failure])

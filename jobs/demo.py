@@ -95,7 +95,8 @@ def main(cfg: DictConfig) -> int:
     truth = generate_recordings(cfg, raw)
 
     curate_cfg = load_config(cfg.curate.config, [f"input={raw}", f"output={dataset}",
-                                                 f"transcribe.model={models['whisper']}", *cfg.curate.overrides])
+                                                 f"transcribe.model={models['whisper']}",
+                                                 f"enhance.repo={models['demucs']}", *cfg.curate.overrides])
     status = curate.main(curate_cfg)
     if status != 0:
         return status

@@ -6,6 +6,8 @@ Backends (config `diarize.backend`):
   report's chain: cluster merging, chunk reassignment, segment merging. Labels S0, S1, ... in order of
   first appearance within the recording.
 - `vad`: Silero VAD speech regions as turns of one speaker "S0", then segment merging only.
+- `fixed`: no model at all: the whole recording in windows of `max_segment_seconds` (speaker "S0"), for
+  audio-only data and for measuring the pipeline's own overhead.
 The pyannote.audio backend is not built yet (see the curation issue).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pipeline.stages.base import Stage
 from pipeline.stages.vad import SileroVad
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
-BACKENDS = ("embedding", "vad")
+BACKENDS = ("embedding", "vad", "fixed")
 
 
 def segments_from_turns(turns: list[Turn], cfg: DictConfig) -> list[SegmentDraft]:
@@ -64,6 +66,8 @@ class DiarizeStage(Stage):
         self.cfg, self.sample_rate = cfg, sample_rate
 
     def setup(self) -> None:
+        if self.cfg.backend == "fixed":
+            return
         self.vad = SileroVad.from_config(self.cfg.vad, self.sample_rate)
         if self.cfg.backend == "embedding":
             from pipeline.stages.speaker_embedding import ResemblyzerEmbedder
@@ -71,6 +75,9 @@ class DiarizeStage(Stage):
             self.embedder = ResemblyzerEmbedder(self.cfg.embedding.device)
 
     def process(self, work: RecordingWork) -> RecordingWork:
+        if self.cfg.backend == "fixed":
+            turns = [Turn(0.0, len(work.audio) / self.sample_rate, "S0")]
+            return replace(work, segments=tuple(segments_from_turns(turns, self.cfg)))
         turns = [Turn(start, end, "S0") for start, end in self.vad.speech_regions(work.audio)]
         if self.cfg.backend == "embedding":
             sr = self.sample_rate

@@ -21,10 +21,11 @@ def test_config_loads_and_leaves_only_the_run_arguments_open(path):
 
 
 def test_demo_config_values():
-    cfg = load_config("configs/demo.yaml", ["recordings=2", "shards.target_samples=3"])
-    assert cfg.recordings == 2 and cfg.shards.target_samples == 3
-    assert cfg.min_segment_seconds > 0 and len(cfg.speakers) >= 2
-    assert cfg.turns_per_recording[0] <= cfg.turns_per_recording[1]
+    cfg = load_config("configs/demo.yaml", ["recordings=2", "curate.overrides=[quality.dnsmos=false]"])
+    assert cfg.recordings == 2 and list(cfg.curate.overrides) == ["quality.dnsmos=false"]
+    assert len(cfg.speakers) >= 2 and cfg.turns_per_recording[0] <= cfg.turns_per_recording[1]
+    curate_cfg = load_config(cfg.curate.config, ["output=x", *cfg.curate.overrides])
+    assert curate_cfg.quality.dnsmos is False
 
 
 def test_unknown_override_is_an_error():
@@ -39,7 +40,8 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     from jobs.curate import validate
 
     models = build_all(tmp_path / "models")
-    demo = load_config("configs/curate/demo.yaml", [f"transcribe.model={models['whisper']}", "output=x"])
+    demo = load_config("configs/curate/demo.yaml", [f"transcribe.model={models['whisper']}",
+                                                    f"enhance.repo={models['demucs']}", "output=x"])
     validate(demo)
     default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -56,11 +58,12 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("transcribe.model=/nonexistent/whisper", "no CTranslate2 model folder"),
     ("quality.limits.min_duration=50", "min_duration"),
     ("resources.transcribe.batch_size=0", "batch_size"),
+    ("enhance.repo=/nonexistent/demucs", "no demucs model"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate import validate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # so a hub id passes and only the bad setting is refused
-    cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", override])
+    cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", "enhance.repo=null", override])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
