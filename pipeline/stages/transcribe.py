@@ -4,6 +4,9 @@ Per recording, all kept segments are cut to 30 s windows, encoded once in batche
 from the same encoder output (multilingual models), and decoded with one prompt per segment. Segments in
 a language outside `languages` are rejected with the detected language and its probability.
 
+Word times come from whisperx's wav2vec2 CTC alignment for languages with a model in `align_models`
+(a local HF folder or hub id); offline, `nltk_data` points at the NLTK `punkt_tab` data it needs.
+
 Mandarin through Paraformer-zh (FunASR) is not wired yet: Mandarin segments go through Whisper and
 say so in `asr.model`.
 """
@@ -15,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.shards.schema import AsrInfo
+from pipeline.shards.schema import AsrInfo, Word
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
@@ -39,6 +42,16 @@ class TranscribeStage(Stage):
         self.multilingual = self.model.model.is_multilingual
         self.model_name = os.path.basename(os.path.normpath(cfg.model)) if os.path.isdir(cfg.model) else cfg.model
         self._tokenizers = {}
+        self.aligners = {}
+        if cfg.nltk_data:
+            import nltk
+
+            nltk.data.path.insert(0, cfg.nltk_data)
+        for language, model_name in cfg.align_models.items():
+            if model_name:
+                import whisperx
+
+                self.aligners[language] = whisperx.load_align_model(language, cfg.device, model_name=model_name)
         self._make_tokenizer = lambda lang: Tokenizer(self.model.hf_tokenizer, self.multilingual,
                                                       task="transcribe", language=lang)
 
@@ -96,4 +109,26 @@ class TranscribeStage(Stage):
                 segment = replace(segment, rejection=Rejection(self.name, "language", {
                     "language": r["language"], "language_prob": r["language_prob"]}))
             segments[i] = segment
+        for language, (model, metadata) in self.aligners.items():
+            todo = [i for i, seg in enumerate(segments) if seg.rejection is None and seg.language == language
+                    and seg.text]
+            if todo:
+                segments = self.align(segments, todo, work.audio, model, metadata)
         return replace(work, segments=tuple(segments))
+
+    def align(self, segments: list[SegmentDraft], todo: list[int], audio: np.ndarray, model, metadata
+              ) -> list[SegmentDraft]:
+        """Word times (seconds in the session) by CTC forced alignment; words the aligner could not place
+        (digits, symbols outside its alphabet) stay in the text without a time."""
+        import whisperx
+
+        transcript = [{"text": segments[i].text, "start": segments[i].start, "end": segments[i].end} for i in todo]
+        aligned = whisperx.align(transcript, model, metadata, audio, self.cfg.device)
+        words = [w for w in aligned["word_segments"] if w.get("start") is not None and w.get("end") is not None]
+        out = list(segments)
+        for i in todo:
+            inside = [w for w in words if segments[i].start - 1e-3 <= w["start"] < segments[i].end + 1e-3]
+            out[i] = replace(segments[i], words=tuple(
+                Word(w["word"], float(w["start"]), max(float(w["start"]), float(w["end"])),
+                     None if w.get("score") is None else float(w["score"])) for w in inside))
+        return out
