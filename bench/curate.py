@@ -66,6 +66,8 @@ def run_job(input_dir: Path, output: Path, models: dict, overrides: list[str]) -
     cfg = load_config("configs/curate/demo.yaml", [f"input={input_dir}", f"output={output}",
                                                    f"transcribe.model={models['whisper']}",
                                                    f"enhance.repo={models['demucs']}", "ray.progress_bars=false",
+                                                   f"transcribe.align_models.en={models['align_en']}",
+                                                   f"transcribe.nltk_data={models['nltk_data']}",
                                                    *overrides])
     started = time.perf_counter()
     assert curate.main(cfg) == 0

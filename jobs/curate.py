@@ -44,12 +44,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("diarize: need 0 < min_segment_seconds <= max_segment_seconds")
     if d.max_gap_seconds < 0 or d.chunk_seconds <= 0:
         raise ConfigError("diarize: max_gap_seconds must be >= 0 and chunk_seconds > 0")
-    looks_local = os.path.isabs(t.model) or t.model.startswith(".") or os.sep in t.model
-    if t.enabled and looks_local and not os.path.isfile(os.path.join(t.model, "model.bin")):
-        raise ConfigError(f"transcribe.model: no CTranslate2 model folder at {t.model} "
-                          f"(build the offline ones with `python -m jobs.build_models`)")
-    if t.enabled and not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ConfigError(f"transcribe.model={t.model!r} is a hub id but HF_HUB_OFFLINE=1; give a local folder")
+    if t.enabled:
+        check_model_reference("transcribe.model", t.model, "model.bin", "CTranslate2 model folder")
+        for language, name in t.align_models.items():
+            if name:
+                check_model_reference(f"transcribe.align_models.{language}", name, "config.json",
+                                      "wav2vec2 CTC folder")
+        if t.nltk_data and not os.path.isdir(os.path.join(t.nltk_data, "tokenizers", "punkt_tab")):
+            raise ConfigError(f"transcribe.nltk_data: no tokenizers/punkt_tab under {t.nltk_data}")
     e = cfg.enhance
     if e.enabled and e.repo is not None:
         repo = Path(e.repo)
@@ -62,6 +64,16 @@ def validate(cfg: DictConfig) -> None:
     for name, r in cfg.resources.items():
         if "batch_size" in r and (r.batch_size < 1 or r.concurrency < 1):
             raise ConfigError(f"resources.{name}: batch_size and concurrency must be >= 1")
+
+
+def check_model_reference(setting: str, name: str, marker: str, kind: str) -> None:
+    """A model given as a path must be a folder holding `marker`; a hub id needs the network."""
+    if os.path.isabs(name) or name.startswith(".") or os.sep in name:
+        if not os.path.isfile(os.path.join(name, marker)):
+            raise ConfigError(f"{setting}: no {kind} at {name} (build the offline ones with "
+                              f"`python -m jobs.build_models`)")
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"{setting}={name!r} is a hub id but HF_HUB_OFFLINE=1; give a local folder")
 
 
 def stage_plans(cfg: DictConfig) -> list[StagePlan]:

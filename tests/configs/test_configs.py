@@ -40,8 +40,9 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     from jobs.curate import validate
 
     models = build_all(tmp_path / "models")
-    demo = load_config("configs/curate/demo.yaml", [f"transcribe.model={models['whisper']}",
-                                                    f"enhance.repo={models['demucs']}", "output=x"])
+    demo = load_config("configs/curate/demo.yaml", [
+        f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}", "output=x",
+        f"transcribe.align_models.en={models['align_en']}", f"transcribe.nltk_data={models['nltk_data']}"])
     validate(demo)
     default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -59,11 +60,15 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("quality.limits.min_duration=50", "min_duration"),
     ("resources.transcribe.batch_size=0", "batch_size"),
     ("enhance.repo=/nonexistent/demucs", "no demucs model"),
+    ("transcribe.align_models.en=./nowhere", "no wav2vec2 CTC folder"),
+    ("transcribe.nltk_data=/nonexistent", "punkt_tab"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate import validate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # so a hub id passes and only the bad setting is refused
-    cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", "enhance.repo=null", override])
+    cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", "enhance.repo=null",
+                                                   "transcribe.align_models.en=null", "transcribe.nltk_data=null",
+                                                   override])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)

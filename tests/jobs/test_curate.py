@@ -23,8 +23,9 @@ from tests.jobs.conftest import REPO, VENV_BIN, ray_env, write_silence
 
 def curate_args(input_spec, output, models, *extra) -> list[str]:
     return ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={input_spec}", f"output={output}",
-            f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}", "ray.progress_bars=false",
-            *extra]
+            f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}",
+            f"transcribe.align_models.en={models['align_en']}", f"transcribe.nltk_data={models['nltk_data']}",
+            "ray.progress_bars=false", *extra]
 
 
 def run_curate(ray_cluster, *args, timeout=600) -> subprocess.CompletedProcess:
