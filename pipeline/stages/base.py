@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import time
 import traceback
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Sequence
 
 from pipeline.stages.work import Failure, RecordingWork
 
 
-class Stage:
+class Stage(ABC):
     """Subclasses set `name` and implement `process`; `process_batch` may batch across recordings."""
     name = "stage"
 
     def setup(self) -> None:
         """Load models; called once per worker (Ray actor) before any batch."""
 
+    @abstractmethod
     def process(self, work: RecordingWork) -> RecordingWork:
-        raise NotImplementedError
+        """One recording in, the same recording with this stage's results out (never mutated)."""
 
     def process_batch(self, works: Sequence[RecordingWork]) -> list[RecordingWork]:
         return [self.process(w) for w in works]

@@ -1,0 +1,1 @@
+"""Curation stages: each a small module whose core works on plain data; none imports Ray."""
