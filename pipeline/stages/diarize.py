@@ -8,7 +8,9 @@ Backends (config `diarize.backend`):
 - `vad`: Silero VAD speech regions as turns of one speaker "S0", then segment merging only.
 - `fixed`: no model at all: the whole recording in windows of `max_segment_seconds` (speaker "S0"), for
   audio-only data and for measuring the pipeline's own overhead.
-The pyannote.audio backend is not built yet (see the curation issue).
+- `pyannote`: a pyannote.audio `SpeakerDiarization` pipeline (`Pipeline.from_pretrained(folder or hub
+  id)`); its speaker embeddings are the cluster representatives for merging, and its embedding model
+  embeds the chunks for reassignment. The production default.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pipeline.stages.base import Stage
 from pipeline.stages.vad import SileroVad
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
-BACKENDS = ("embedding", "vad", "fixed")
+BACKENDS = ("pyannote", "embedding", "vad", "fixed")
 
 
 def segments_from_turns(turns: list[Turn], cfg: DictConfig) -> list[SegmentDraft]:
@@ -40,23 +42,29 @@ def segments_from_turns(turns: list[Turn], cfg: DictConfig) -> list[SegmentDraft
                          if (t.start, t.end) in too_short else None) for t in merged]
 
 
-def label_speakers(chunks: list[Turn], embeddings: np.ndarray, cfg: DictConfig) -> list[Turn]:
-    """Speaker turns from embedded chunks: cluster, merge similar clusters, reassign chunks at missed
-    speaker changes, join what touches; speakers renamed S0, S1, ... by first appearance."""
-    if not chunks:
-        return []
-    labels = cluster_embeddings(embeddings, cfg.embedding.cluster_threshold)
-    chunks = [replace(c, speaker=f"C{label}") for c, label in zip(chunks, labels)]
-    names = [c.speaker for c in chunks]
-    chunks = relabel(chunks, merge_speaker_clusters(cluster_representatives(names, embeddings),
-                                                    cfg.cluster_merge_threshold))
-    names = [c.speaker for c in chunks]
-    chunks = reassign_chunks(chunks, embeddings, cluster_representatives(names, embeddings),
+def postprocess_speakers(chunks: list[Turn], embeddings: np.ndarray, representatives: dict[str, np.ndarray],
+                         cfg: DictConfig) -> list[Turn]:
+    """The report's chain on labelled chunks: merge clusters whose representatives are similar,
+    reassign chunks at dissimilar adjacent pairs, join what touches; speakers renamed S0, S1, ... by first
+    appearance. Representatives that are not finite (a model's empty cluster) take no part in merging."""
+    finite = {label: rep for label, rep in representatives.items() if np.isfinite(rep).all()}
+    chunks = relabel(chunks, merge_speaker_clusters(finite, cfg.cluster_merge_threshold))
+    chunks = reassign_chunks(chunks, embeddings, cluster_representatives([c.speaker for c in chunks], embeddings),
                              cfg.chunk_reassign_threshold)
     order: dict[str, str] = {}
     for c in chunks:
         order.setdefault(c.speaker, f"S{len(order)}")
     return join_contiguous(relabel(chunks, order))
+
+
+def label_speakers(chunks: list[Turn], embeddings: np.ndarray, cfg: DictConfig) -> list[Turn]:
+    """Speaker turns from unlabelled embedded chunks: average-linkage clustering, then the report's chain."""
+    if not chunks:
+        return []
+    labels = cluster_embeddings(embeddings, cfg.embedding.cluster_threshold)
+    chunks = [replace(c, speaker=f"C{label}") for c, label in zip(chunks, labels)]
+    return postprocess_speakers(chunks, embeddings, cluster_representatives([c.speaker for c in chunks], embeddings),
+                                cfg)
 
 
 class DiarizeStage(Stage):
@@ -68,6 +76,18 @@ class DiarizeStage(Stage):
     def setup(self) -> None:
         if self.cfg.backend == "fixed":
             return
+        if self.cfg.backend == "pyannote":
+            import torch
+            from pyannote.audio import Pipeline
+
+            from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+
+            device = torch.device(self.cfg.pyannote.device)
+            self.pipeline = Pipeline.from_pretrained(self.cfg.pyannote.pipeline)
+            self.pipeline.to(device)
+            # the pipeline's own embedding model, from its public config, for the chunk embeddings
+            self.chunk_embedding = PretrainedSpeakerEmbedding(self.pipeline.embedding, device=device)
+            return
         self.vad = SileroVad.from_config(self.cfg.vad, self.sample_rate)
         if self.cfg.backend == "embedding":
             from pipeline.stages.speaker_embedding import ResemblyzerEmbedder
@@ -75,16 +95,53 @@ class DiarizeStage(Stage):
             self.embedder = ResemblyzerEmbedder(self.cfg.embedding.device)
 
     def process(self, work: RecordingWork) -> RecordingWork:
-        if self.cfg.backend == "fixed":
-            turns = [Turn(0.0, len(work.audio) / self.sample_rate, "S0")]
-            return replace(work, segments=tuple(segments_from_turns(turns, self.cfg)))
-        turns = [Turn(start, end, "S0") for start, end in self.vad.speech_regions(work.audio)]
-        if self.cfg.backend == "embedding":
-            sr = self.sample_rate
+        return self.with_segments(work, self.speaker_turns(work.audio))
+
+    def speaker_turns(self, audio: np.ndarray) -> list[Turn]:
+        backend, sr = self.cfg.backend, self.sample_rate
+        if backend == "fixed":
+            return [Turn(0.0, len(audio) / sr, "S0")]
+        if backend == "pyannote":
+            return self.pyannote_turns(audio)
+        turns = [Turn(start, end, "S0") for start, end in self.vad.speech_regions(audio)]
+        if backend == "embedding":
             chunks = chunk_turns(turns, self.cfg.chunk_seconds, self.cfg.min_last_chunk_seconds)
-            embeddings = self.embedder.embed([work.audio[round(c.start * sr):round(c.end * sr)] for c in chunks])
+            embeddings = self.embedder.embed([audio[round(c.start * sr):round(c.end * sr)] for c in chunks])
             turns = label_speakers(chunks, embeddings, self.cfg)
+        return turns
+
+    def with_segments(self, work: RecordingWork, turns: list[Turn]) -> RecordingWork:
         segments = segments_from_turns(turns, self.cfg)
         if not segments:  # nothing to record per segment: the recording itself is the rejected unit
             return replace(work, audio=None, enhanced=None, rejection=Rejection(self.name, "no_speech"))
         return replace(work, segments=tuple(segments))
+
+    def pyannote_turns(self, audio: np.ndarray) -> list[Turn]:
+        import torch
+
+        output = self.pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": self.sample_rate})
+        seconds = len(audio) / self.sample_rate  # pyannote's frames can run past the end of the audio
+        turns = [Turn(max(0.0, segment.start), min(segment.end, seconds), label)
+                 for segment, _, label in output.exclusive_speaker_diarization.itertracks(yield_label=True)
+                 if segment.start < seconds]
+        chunks = chunk_turns(turns, self.cfg.chunk_seconds, self.cfg.min_last_chunk_seconds)
+        if not chunks:
+            return []
+        # one embedding per speaker, in the order of the (overlap-aware) diarization's labels
+        representatives = dict(zip(output.speaker_diarization.labels(), output.speaker_embeddings))
+        return postprocess_speakers(chunks, self.embed_chunks(audio, chunks), representatives, self.cfg)
+
+    def embed_chunks(self, audio: np.ndarray, chunks: list[Turn]) -> np.ndarray:
+        """Chunk embeddings from the pipeline's own embedding model (zero-padded batch with masks)."""
+        import torch
+
+        sr = self.sample_rate
+        clips = [audio[round(c.start * sr):round(c.end * sr)] for c in chunks]
+        longest = max(len(c) for c in clips)
+        waveforms = torch.zeros(len(clips), 1, longest)
+        masks = torch.zeros(len(clips), longest)
+        for i, clip in enumerate(clips):
+            waveforms[i, 0, :len(clip)] = torch.from_numpy(clip)
+            masks[i, :len(clip)] = 1.0
+        embeddings = self.chunk_embedding(waveforms, masks=masks)
+        return np.nan_to_num(np.asarray(embeddings, dtype=np.float64))
