@@ -37,7 +37,7 @@ def test_unknown_override_is_an_error():
 
 def test_curate_configs_validate(tmp_path, monkeypatch):
     from jobs.build_models import build_all
-    from jobs.curate import validate
+    from jobs.curate_checks import validate
 
     models = build_all(tmp_path / "models")
     demo = load_config("configs/curate/demo.yaml", [
@@ -64,7 +64,7 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("transcribe.nltk_data=/nonexistent", "punkt_tab"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
-    from jobs.curate import validate
+    from jobs.curate_checks import validate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # so a hub id passes and only the bad setting is refused
     cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", "enhance.repo=null",
