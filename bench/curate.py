@@ -35,7 +35,11 @@ MODEL_STAGES_OFF = ["enhance.enabled=false", "diarize.backend=fixed", "transcrib
 
 
 class PeakMemory:
-    """Peak summed RSS of this process and all its descendants (Ray workers included), sampled."""
+    """Peak summed PSS of this process and all its descendants (Ray workers included), sampled.
+
+    PSS, not RSS: Ray's object store is shared memory mapped by every worker that reads an object, and
+    summing RSS would count one session's audio once per reader.
+    """
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
@@ -46,7 +50,7 @@ class PeakMemory:
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
+                    total += p.memory_full_info().pss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
@@ -116,7 +120,7 @@ def main() -> None:
           f"{long_seconds / wall:.0f}x real time, {per_core:.0f}x per core (target >= 200x)")
     print(f"  bare torchcodec decode of the same file: {long_seconds / bare:.0f}x real time; "
           f"pipeline / bare decode = {bare / wall:.2f}")
-    print(f"  peak memory (driver + Ray workers, RSS): {memory.peak / 2**30:.2f} GiB (target < 4 GiB)")
+    print(f"  peak memory (driver + Ray workers, PSS): {memory.peak / 2**30:.2f} GiB (target < 4 GiB)")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ Ray Data streams blocks with backpressure, so memory stays bounded whatever the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.shards.schema import PipelineInfo
 from pipeline.stages.base import Stage, run_stage
 from pipeline.stages.decode import decode_sessions
 from pipeline.stages.pack import PackedRecording, pack_recording
+from pipeline.stages.work import RecordingWork
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,26 @@ class StagePlan:
     resources: DictConfig
 
 
+# Audio travels in its own columns, as Arrow tensors: Ray Data would otherwise pickle it inside the work
+# record at every stage boundary (a copy of each session's audio per stage, in and out).
+_NO_AUDIO = np.zeros(0, dtype=np.float32)
+
+
+def to_row(work: RecordingWork) -> dict:
+    return {"work": replace(work, audio=None, enhanced=None),
+            "audio": _NO_AUDIO if work.audio is None else work.audio,
+            "enhanced": _NO_AUDIO if work.enhanced is None else work.enhanced}
+
+
+def from_row(work: RecordingWork, audio: np.ndarray, enhanced: np.ndarray) -> RecordingWork:
+    return replace(work, audio=audio if audio.size else None, enhanced=enhanced if enhanced.size else None)
+
+
+def to_batch(works: list[RecordingWork]) -> dict:
+    rows = [to_row(w) for w in works]
+    return {name: [row[name] for row in rows] for name in ("work", "audio", "enhanced")}
+
+
 class _StageActor:
     """Ray Data actor: builds its stage and loads its model once, then processes batches of works."""
 
@@ -35,12 +57,8 @@ class _StageActor:
         self.stage.setup()
 
     def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
-        works = run_stage(self.stage, list(batch["work"]))
-        out = np.empty(len(works), dtype=object)
-        out[:] = works
-        return {"work": out}
+        works = [from_row(w, a, e) for w, a, e in zip(batch["work"], batch["audio"], batch["enhanced"])]
+        return to_batch(run_stage(self.stage, works))
 
 
 def init_ray(cfg: DictConfig) -> None:
@@ -58,7 +76,6 @@ def init_ray(cfg: DictConfig) -> None:
 def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
                   pipeline: PipelineInfo) -> Iterator[PackedRecording]:
     """Packed recordings as they finish, for `todo` = [(source, recording ids to skip)], in any order."""
-    import numpy as np
     import ray
 
     init_ray(cfg)
@@ -70,10 +87,10 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
 
     def decode(row: dict) -> list[dict]:
         works = decode_sessions(row["source"], OmegaConf.create(decode_cfg), sample_rate, set(row["skip"]))
-        return [{"work": w} for w in works]
+        return [to_row(w) for w in works]
 
     def pack(row: dict) -> dict:
-        return {"packed": pack_recording(row["work"], pipeline)}
+        return {"packed": pack_recording(from_row(row["work"], row["audio"], row["enhanced"]), pipeline)}
 
     items = [{"source": source, "skip": list(skip)} for source, skip in todo]
     if not items:

@@ -25,7 +25,7 @@ def decode_sessions(source: str, cfg: DictConfig, sample_rate: int,
     try:
         decoded = decode_audio_file(source, sample_rate)
         audio = normalize_loudness(decoded.samples, sample_rate, cfg.loudness_target_dbfs, cfg.max_gain_db,
-                                   cfg.loudness_gate_db)
+                                   cfg.loudness_gate_db, in_place=True)  # the decoded array is ours
         bounds = session_bounds(audio, sample_rate, cfg.max_session_minutes * 60, cfg.split_search_seconds)
     except Exception as e:  # every decode problem is this input's failure, recorded, never the job's
         return [failed(RecordingWork(source=source, recording_id=whole_id, sample_rate=sample_rate), STAGE, e)]
@@ -38,5 +38,5 @@ def decode_sessions(source: str, cfg: DictConfig, sample_rate: int,
         recording_id = recording_id_for(source, session)
         if recording_id not in skip_recording_ids:
             works.append(RecordingWork(recording_id=recording_id, session=session, offset=first / sample_rate,
-                                       audio=audio[first:last].copy(), **common))
+                                       audio=audio[first:last], **common))  # a view: serialising copies it
     return works
