@@ -43,6 +43,7 @@ class PeakMemory:
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.by_process: dict[str, int] = {}  # "pid name" -> its own peak, to see where memory goes
 
     def _sample(self) -> None:
         me = psutil.Process()
@@ -50,9 +51,12 @@ class PeakMemory:
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_full_info().pss
+                    pss = p.memory_full_info().pss
+                    name = f"{p.pid} {' '.join(p.cmdline()[:1])[-40:]}"
                 except psutil.Error:
-                    pass
+                    continue
+                total += pss
+                self.by_process[name] = max(self.by_process.get(name, 0), pss)
             self.peak = max(self.peak, total)
             time.sleep(self.interval)
 
@@ -121,6 +125,8 @@ def main() -> None:
     print(f"  bare torchcodec decode of the same file: {long_seconds / bare:.0f}x real time; "
           f"pipeline / bare decode = {bare / wall:.2f}")
     print(f"  peak memory (driver + Ray workers, PSS): {memory.peak / 2**30:.2f} GiB (target < 4 GiB)")
+    for name, peak in sorted(memory.by_process.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"    {peak / 2**30:5.2f} GiB  {name}")
 
 
 if __name__ == "__main__":
