@@ -46,23 +46,71 @@ def _open_source(source: str):
 
 
 def decode_audio_file(source: str, sample_rate: int) -> DecodedAudio:
-    """Decode any FFmpeg-readable file or URL to mono float32 at `sample_rate` (FFmpeg resamples)."""
-    from torchcodec.decoders import AudioDecoder
-
-    opened = _open_source(source)
-    try:
-        decoder = AudioDecoder(opened, sample_rate=sample_rate, num_channels=1)
-        metadata = decoder.metadata
-        samples = decoder.get_all_samples().data.numpy()[0].astype(np.float32, copy=False)
-    except RuntimeError as e:  # torchcodec reports FFmpeg failures as RuntimeError
-        raise DecodeError(f"FFmpeg cannot decode it: {str(e).splitlines()[0]}") from None
+    """Decode a whole FFmpeg-readable file or URL to mono float32 at `sample_rate` (FFmpeg resamples)."""
+    audio_file = AudioFile(source, sample_rate)
+    samples = audio_file.read(0.0, None)
     if samples.size == 0:
         raise DecodeError("no audio samples (zero-length)")
-    if not np.isfinite(samples).all():
-        raise DecodeError(f"{int((~np.isfinite(samples)).sum())} samples are NaN or infinite")
     return DecodedAudio(samples=samples, sample_rate=sample_rate,
-                        original_sample_rate=int(metadata.sample_rate or sample_rate),
-                        original_channels=int(metadata.num_channels or 1))
+                        original_sample_rate=audio_file.original_sample_rate,
+                        original_channels=audio_file.original_channels)
+
+
+class AudioFile:
+    """An opened source read in time ranges, so hours of audio never sit in memory at once.
+
+    Each `read` uses a fresh FFmpeg decoder: with torchcodec 0.7, a second range read on the same
+    resampling decoder returns samples that do not line up with a whole-file decode (measured: white
+    noise decorrelates completely). The level scan, which only needs energies, reads blocks in order.
+    """
+
+    def __init__(self, source: str, sample_rate: int):
+        self.opened = _open_source(source)
+        self.sample_rate = sample_rate
+        metadata = self._decoder().metadata
+        self.original_sample_rate = int(metadata.sample_rate or sample_rate)
+        self.original_channels = int(metadata.num_channels or 1)
+
+    def _decoder(self):
+        from torchcodec.decoders import AudioDecoder
+
+        try:
+            return AudioDecoder(self.opened, sample_rate=self.sample_rate, num_channels=1)
+        except RuntimeError as e:  # torchcodec reports FFmpeg failures as RuntimeError
+            raise DecodeError(f"FFmpeg cannot decode it: {str(e).splitlines()[0]}") from None
+
+    def read(self, start_seconds: float, stop_seconds: float | None, decoder=None) -> np.ndarray:
+        """Samples in [start, stop) (None: to the end), float32; empty past the end. Non-finite samples
+        are a DecodeError."""
+        decoder = decoder or self._decoder()
+        try:
+            samples = decoder.get_samples_played_in_range(start_seconds, stop_seconds)
+        except RuntimeError as e:
+            if "No audio frames were decoded" in str(e):
+                return np.zeros(0, dtype=np.float32)
+            raise DecodeError(f"FFmpeg cannot decode it: {str(e).splitlines()[0]}") from None
+        audio = samples.data.numpy()[0].astype(np.float32, copy=False)
+        if not np.isfinite(audio).all():
+            raise DecodeError(f"{int((~np.isfinite(audio)).sum())} samples are NaN or infinite")
+        return audio
+
+    def scan(self, block_seconds: float) -> tuple[np.ndarray, int, float]:
+        """One pass over the file: (100 ms frame levels in dB, number of samples, largest absolute sample)."""
+        frame = level_frame(self.sample_rate)
+        block_seconds = max(frame / self.sample_rate, round(block_seconds * 10) / 10)  # whole frames per block
+        levels, total, loudest, start, decoder = [], 0, 0.0, 0.0, self._decoder()
+        while True:
+            block = self.read(start, start + block_seconds, decoder)
+            if block.size == 0:
+                break
+            usable = len(block) - len(block) % frame if len(block) >= frame else len(block)
+            levels.append(frame_energy_db(block[:usable], frame))
+            total += len(block)
+            loudest = max(loudest, float(np.abs(block).max()))
+            start += block_seconds
+        if total == 0:
+            raise DecodeError("no audio samples (zero-length)")
+        return np.concatenate(levels), total, loudest
 
 
 def frame_energy_db(audio: np.ndarray, frame: int, block_frames: int = 4096) -> np.ndarray:
@@ -83,21 +131,25 @@ def normalize_loudness(audio: np.ndarray, sample_rate: int, target_dbfs: float, 
                        gate_db: float, peak: float = 0.99, in_place: bool = False) -> np.ndarray:
     """Scale so that the active (non-silent) part has RMS `target_dbfs`.
 
-    Frames (50 ms) quieter than `gate_db` below the loudest frame are left out of the level, so long
+    Frames (100 ms) quieter than `gate_db` below the loudest frame are left out of the level, so long
     silences do not inflate the gain; the gain is capped at `max_gain_db` and so that no sample clips.
     `in_place` scales the given float32 array itself (an hour of audio is 230 MB: one copy fewer).
     """
-    levels = frame_energy_db(audio, max(1, sample_rate // 20))
-    active = levels[levels > levels.max() - gate_db]
-    level = 10 * np.log10(np.mean(10 ** (active / 10))) if active.size else -200.0
-    gain_db = min(target_dbfs - level, max_gain_db)
-    gain = 10 ** (gain_db / 20)
     loudest = float(np.abs(audio).max()) if audio.size else 0.0
-    if loudest * gain > peak:
-        gain = peak / loudest
+    gain = loudness_gain(frame_energy_db(audio, level_frame(sample_rate)), loudest, target_dbfs, max_gain_db,
+                         gate_db, peak)
     audio = audio if in_place and audio.dtype == np.float32 else audio.astype(np.float32, copy=True)
     audio *= np.float32(gain)
     return audio
+
+
+def loudness_gain(levels_db: np.ndarray, loudest: float, target_dbfs: float, max_gain_db: float, gate_db: float,
+                  peak: float = 0.99) -> float:
+    """The gain of `normalize_loudness`, from frame levels and the largest absolute sample."""
+    active = levels_db[levels_db > levels_db.max() - gate_db]
+    level = 10 * np.log10(np.mean(10 ** (active / 10))) if active.size else -200.0
+    gain = 10 ** (min(target_dbfs - level, max_gain_db) / 20)
+    return peak / loudest if loudest * gain > peak else gain
 
 
 def session_bounds(audio: np.ndarray, sample_rate: int, max_seconds: float,
@@ -107,16 +159,28 @@ def session_bounds(audio: np.ndarray, sample_rate: int, max_seconds: float,
     Each cut lies in the last `search_seconds` before the limit, at the quietest second there (the middle
     of the longest silence, in practice), so no session exceeds `max_seconds` and speech is rarely cut.
     """
-    num_samples, limit = len(audio), int(max_seconds * sample_rate)
+    frame = level_frame(sample_rate)
+    return session_bounds_from_levels(frame_energy_db(audio, frame), frame, len(audio), sample_rate, max_seconds,
+                                      search_seconds)
+
+
+def level_frame(sample_rate: int) -> int:
+    """Samples in the 100 ms frames whose levels drive loudness and session cuts."""
+    return max(1, sample_rate // 10)
+
+
+def session_bounds_from_levels(levels: np.ndarray, frame: int, num_samples: int, sample_rate: int,
+                               max_seconds: float, search_seconds: float) -> list[tuple[int, int]]:
+    """`session_bounds` from precomputed frame levels (dB), so a long file need not be in memory."""
+    limit = int(max_seconds * sample_rate)
     if num_samples <= limit:
         return [(0, num_samples)]
-    frame = max(1, sample_rate // 10)  # 100 ms frames, smoothed over one second
-    levels = frame_energy_db(audio, frame)
     smooth = np.convolve(levels, np.ones(10) / 10, mode="same")
     bounds, first = [], 0
     while num_samples - first > limit:
         lo = max(first + 1, first + limit - int(search_seconds * sample_rate)) // frame
         hi = (first + limit) // frame
+        hi = min(hi, len(smooth))
         cut = (lo + int(np.argmin(smooth[lo:hi]))) * frame if hi > lo else first + limit
         cut = min(max(cut, first + 1), first + limit)
         bounds.append((first, cut))

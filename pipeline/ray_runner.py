@@ -85,9 +85,10 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
     decode_cfg = OmegaConf.to_container(cfg.decode)
     sample_rate = cfg.sample_rate
 
-    def decode(row: dict) -> list[dict]:
-        works = decode_sessions(row["source"], OmegaConf.create(decode_cfg), sample_rate, set(row["skip"]))
-        return [to_row(w) for w in works]
+    def decode(row: dict) -> Iterator[dict]:
+        # a generator: each session leaves the task as its own block before the next one is decoded
+        for work in decode_sessions(row["source"], OmegaConf.create(decode_cfg), sample_rate, set(row["skip"])):
+            yield to_row(work)
 
     def pack(row: dict) -> dict:
         return {"packed": pack_recording(from_row(row["work"], row["audio"], row["enhanced"]), pipeline)}

@@ -2,11 +2,13 @@
 normalised; recordings longer than the session maximum are split at their quietest stretches."""
 from __future__ import annotations
 
-from typing import Collection
+from dataclasses import replace
+from typing import Collection, Iterator
 
+import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.audio import decode_audio_file, normalize_loudness, session_bounds
+from pipeline.audio import AudioFile, level_frame, loudness_gain, session_bounds_from_levels
 from pipeline.shards.schema import recording_id_for
 from pipeline.stages.base import failed
 from pipeline.stages.work import RecordingWork
@@ -15,28 +17,39 @@ STAGE = "decode"
 
 
 def decode_sessions(source: str, cfg: DictConfig, sample_rate: int,
-                    skip_recording_ids: Collection[str] = ()) -> list[RecordingWork]:
-    """The sessions of one source still to be done, or one failed work when it cannot be decoded.
+                    skip_recording_ids: Collection[str] = ()) -> Iterator[RecordingWork]:
+    """The sessions of one source still to be done, one at a time, or one failed work.
 
-    `cfg` is the `decode` section: max_session_minutes, split_search_seconds, loudness_target_dbfs,
-    max_gain_db, loudness_gate_db.
+    Two passes over the file: one reads it block by block for the levels (loudness and session cuts),
+    the other decodes one session at a time, so a 10-hour file costs one session of memory.
+    `cfg` is the `decode` section: max_session_minutes, split_search_seconds, scan_block_seconds,
+    loudness_target_dbfs, max_gain_db, loudness_gate_db.
     """
     whole_id = recording_id_for(source)
     try:
-        decoded = decode_audio_file(source, sample_rate)
-        audio = normalize_loudness(decoded.samples, sample_rate, cfg.loudness_target_dbfs, cfg.max_gain_db,
-                                   cfg.loudness_gate_db, in_place=True)  # the decoded array is ours
-        bounds = session_bounds(audio, sample_rate, cfg.max_session_minutes * 60, cfg.split_search_seconds)
+        audio_file = AudioFile(source, sample_rate)
+        levels, num_samples, loudest = audio_file.scan(cfg.scan_block_seconds)
+        gain = loudness_gain(levels, loudest, cfg.loudness_target_dbfs, cfg.max_gain_db, cfg.loudness_gate_db)
+        bounds = session_bounds_from_levels(levels, level_frame(sample_rate), num_samples, sample_rate,
+                                            cfg.max_session_minutes * 60, cfg.split_search_seconds)
     except Exception as e:  # every decode problem is this input's failure, recorded, never the job's
-        return [failed(RecordingWork(source=source, recording_id=whole_id, sample_rate=sample_rate), STAGE, e)]
-    common = dict(source=source, sample_rate=sample_rate, original_sample_rate=decoded.original_sample_rate,
-                  source_seconds=decoded.seconds)
-    if len(bounds) == 1:
-        return [RecordingWork(recording_id=whole_id, audio=audio, **common)]
-    works = []
+        yield failed(RecordingWork(source=source, recording_id=whole_id, sample_rate=sample_rate), STAGE, e)
+        return
+    common = dict(source=source, sample_rate=sample_rate, original_sample_rate=audio_file.original_sample_rate,
+                  source_seconds=num_samples / sample_rate)
+    split = len(bounds) > 1
     for session, (first, last) in enumerate(bounds):
-        recording_id = recording_id_for(source, session)
-        if recording_id not in skip_recording_ids:
-            works.append(RecordingWork(recording_id=recording_id, session=session, offset=first / sample_rate,
-                                       audio=audio[first:last], **common))  # a view: serialising copies it
-    return works
+        recording_id = recording_id_for(source, session) if split else whole_id
+        if recording_id in skip_recording_ids:
+            continue
+        work = RecordingWork(recording_id=recording_id, session=session if split else None,
+                             offset=first / sample_rate, **common)
+        try:
+            audio = audio_file.read(first / sample_rate, last / sample_rate)[: last - first]
+            if len(audio) < last - first:  # FFmpeg may end a few samples short of the scan's count
+                audio = np.pad(audio, (0, last - first - len(audio)))
+            audio *= np.float32(gain)
+        except Exception as e:
+            yield failed(work, STAGE, e)
+            continue
+        yield replace(work, audio=audio)

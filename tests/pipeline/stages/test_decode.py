@@ -1,0 +1,65 @@
+"""The decode stage: long files split into sessions, decoded one session at a time, the same samples
+as a whole-file decode; skipped sessions; failures recorded."""
+import numpy as np
+import pytest
+import soundfile as sf
+from omegaconf import OmegaConf
+
+from pipeline.audio import decode_audio_file
+from pipeline.shards.schema import recording_id_for
+from pipeline.stages.decode import decode_sessions
+
+CFG = OmegaConf.create(dict(max_session_minutes=1.0, split_search_seconds=20, scan_block_seconds=7.3,
+                            loudness_target_dbfs=-23, loudness_gate_db=40, max_gain_db=30))
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory):
+    """150 s of band-limited noise at 44.1 kHz with silences at 50-53 s and 105-108 s.
+
+    Band-limited (below ~4 kHz) because a decoder started mid-file resamples the top of the band a little
+    differently from one started at zero; the content must agree, not the resampler's edge.
+    """
+    rate = 44100
+    noise = np.random.default_rng(0).standard_normal(150 * rate)
+    audio = (0.2 * np.convolve(noise, np.ones(10) / 10, mode="same")).astype(np.float32)
+    audio[50 * rate:53 * rate] = 0.0
+    audio[105 * rate:108 * rate] = 0.0
+    path = tmp_path_factory.mktemp("long") / "long.flac"
+    sf.write(path, audio, rate)
+    return str(path)
+
+
+def test_long_file_splits_at_silences_into_sessions(long_file):
+    works = list(decode_sessions(long_file, CFG, 16000))
+    assert [w.recording_id for w in works] == [recording_id_for(long_file, i) for i in range(3)]
+    assert works[0].offset == 0.0 and 50 <= works[1].offset <= 53 and 105 <= works[2].offset <= 108
+    assert all(len(w.audio) <= 60 * 16000 for w in works)
+    whole = decode_audio_file(long_file, 16000).samples
+    joined = np.concatenate([w.audio for w in works])
+    assert len(joined) == len(whole) and works[0].source_seconds == pytest.approx(150.0, abs=0.01)
+    slices = [whole[round(w.offset * 16000):][:len(w.audio)] for w in works]
+    gains = [np.sqrt(np.mean(w.audio**2) / np.mean(ref**2)) for w, ref in zip(works, slices)]
+    assert max(gains) / min(gains) == pytest.approx(1.0, abs=0.01)  # one loudness gain for the whole file
+    for w, ref in zip(works, slices):  # the same content at the same time (lag 0)
+        assert np.corrcoef(w.audio, ref)[0, 1] > 0.9
+    assert works[0].original_sample_rate == 44100
+
+
+def test_done_sessions_are_skipped(long_file):
+    skip = {recording_id_for(long_file, 0), recording_id_for(long_file, 2)}
+    assert [w.session for w in decode_sessions(long_file, CFG, 16000, skip)] == [1]
+
+
+def test_short_files_keep_the_plain_recording_id(tmp_path):
+    path = tmp_path / "short.wav"
+    sf.write(path, (0.1 * np.ones(16000)).astype(np.float32), 16000)
+    (work,) = decode_sessions(str(path), CFG, 16000)
+    assert work.recording_id == recording_id_for(str(path)) and work.session is None and len(work.audio) == 16000
+
+
+def test_an_undecodable_file_is_one_failed_work(tmp_path):
+    path = tmp_path / "x.wav"
+    path.write_bytes(b"not audio" * 100)
+    (work,) = decode_sessions(str(path), CFG, 16000)
+    assert work.failure.stage == "decode" and "cannot decode" in work.failure.message and work.audio is None
