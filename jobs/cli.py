@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -54,7 +53,3 @@ def parse_job_args(description: str, argv: Optional[Sequence[str]] = None) -> Di
     except ConfigError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
 
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
