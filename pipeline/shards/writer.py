@@ -15,7 +15,6 @@ import tarfile
 import time
 import uuid
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import IO, Optional, Sequence
 
 import numpy as np

@@ -6,7 +6,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
