@@ -106,5 +106,4 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
                             num_gpus=r.num_gpus or None)
     ds = ds.map(pack, num_cpus=cfg.resources.pack.num_cpus)
     for row in ds.iter_rows():
-        packed = row["packed"]
-        yield packed if isinstance(packed, PackedRecording) else np.asarray(packed).item()
+        yield row["packed"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def dialog_samples(source: str, dialog, *, enhanced: bool = True, tokens: bool =
                    min_seconds: float = 0.8) -> tuple[list[SegmentSample], list[RejectedRecord]]:
     """Segments of a generated dialog as samples (one per turn), short turns as rejected rows."""
     recording_id = recording_id_for(source)
-    rng = np.random.default_rng(abs(hash(source)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(source.encode()))  # stable across runs, unlike hash()
     samples, rejected, previous_end = [], [], None
     for index, turn in enumerate(dialog.turns):
         first, last = round(turn.start * SAMPLE_RATE), round(turn.end * SAMPLE_RATE)

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.shards.codec import encode_flac, encode_npy
-from pipeline.shards.layout import DatasetLayout, TEMP_PREFIX, atomic_write, fsync_dir
+from pipeline.shards.layout import DatasetLayout, TEMP_PREFIX, atomic_write
 from pipeline.shards.manifest import (
     FAILED_SCHEMA, MANIFEST_SCHEMA, MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, REJECTED_SCHEMA,
     failed_rows, manifest_row, rejected_rows, rows_to_table, write_parquet,
@@ -261,5 +261,4 @@ def write_dataset_info(layout: DatasetLayout, config: dict, models: dict, summar
         "last_run": summary,
     }
     atomic_write(layout.info, lambda f: f.write(json.dumps(info, indent=2, sort_keys=True).encode("utf-8")))
-    fsync_dir(layout.root)
     return info

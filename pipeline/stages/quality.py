@@ -26,7 +26,7 @@ def estimate_snr_db(audio: np.ndarray, sample_rate: int) -> float:
     return float(np.percentile(levels, 95) - np.percentile(levels, 10))
 
 
-def filter_reasons(segment: SegmentDraft, q: Quality, duration: float, limits: DictConfig) -> dict[str, float]:
+def filter_reasons(segment: SegmentDraft, q: Quality, limits: DictConfig) -> dict[str, float]:
     """Which limits a segment breaks: {reason: value}. A limit of null is not applied."""
     checks = {
         "dnsmos_ovrl": (q.dnsmos_ovrl, limits.min_dnsmos_ovrl, None),
@@ -35,7 +35,7 @@ def filter_reasons(segment: SegmentDraft, q: Quality, duration: float, limits: D
         "chars_per_sec": (q.chars_per_sec, limits.min_chars_per_sec, limits.max_chars_per_sec),
         "avg_logprob": (segment.asr.avg_logprob, limits.min_avg_logprob, None),
         "no_speech_prob": (segment.asr.no_speech_prob, None, limits.max_no_speech_prob),
-        "duration": (duration, limits.min_duration, limits.max_duration),
+        "duration": (segment.duration, limits.min_duration, limits.max_duration),
     }
     broken = {}
     for name, (value, low, high) in checks.items():
@@ -79,7 +79,7 @@ class QualityStage(Stage):
             if segment.rejection is not None:
                 continue
             quality = self.metrics(work.audio[round(segment.start * sr):round(segment.end * sr)], segment.text)
-            broken = filter_reasons(segment, quality, segment.duration, self.cfg.limits)
+            broken = filter_reasons(segment, quality, self.cfg.limits)
             rejection = Rejection(self.name, ",".join(sorted(broken)), broken) if broken else None
             segments[i] = replace(segment, quality=quality, rejection=rejection)
         return replace(work, segments=tuple(segments))
