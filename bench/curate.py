@@ -21,7 +21,7 @@ import psutil
 import soundfile as sf
 
 from jobs import curate
-from jobs.build_models import build_all
+from jobs.build_models import build_all, curate_overrides
 from jobs.cli import load_config
 from pipeline.audio import decode_audio_file
 from pipeline.synthetic import make_dialog
@@ -72,11 +72,7 @@ class PeakMemory:
 
 def run_job(input_dir: Path, output: Path, models: dict, overrides: list[str]) -> tuple[float, dict]:
     cfg = load_config("configs/curate/demo.yaml", [f"input={input_dir}", f"output={output}",
-                                                   f"transcribe.model={models['whisper']}",
-                                                   f"enhance.repo={models['demucs']}", "ray.progress_bars=false",
-                                                   f"transcribe.align_models.en={models['align_en']}",
-                                                   f"transcribe.nltk_data={models['nltk_data']}",
-                                                   *overrides])
+                                                   *curate_overrides(models), "ray.progress_bars=false", *overrides])
     started = time.perf_counter()
     assert curate.main(cfg) == 0
     import json

@@ -24,6 +24,7 @@ WAV2VEC2_TINY = "wav2vec2-ctc-tiny-en"
 NLTK_DATA = "nltk_data"
 PYANNOTE_TINY = "pyannote-diarization-tiny"  # no "wespeaker"/"speechbrain"/"nvidia" in it: pyannote picks
                                              # its embedding backend from substrings of the path
+SEMANTIC_TOKENIZER_TINY = "glm-4-voice-tokenizer-tiny"
 PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
@@ -163,11 +164,30 @@ def build_nltk_punkt_tab(out: Path) -> Path:
     return out / NLTK_DATA
 
 
+def build_semantic_tokenizer_tiny(out: Path, seed: int = 0) -> Path:
+    """A tiny random GLM-4-Voice tokenizer folder in the released layout."""
+    from model.tiny_folders import write_tiny_semantic_tokenizer
+
+    target = out / SEMANTIC_TOKENIZER_TINY
+    if not (target / "config.json").is_file():
+        tmp = out / f".tmp-{SEMANTIC_TOKENIZER_TINY}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_tiny_semantic_tokenizer(tmp, seed=seed).rename(target)
+    return target
+
+
 def build_all(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     return {"whisper": build_whisper_tiny_en(out), "demucs": build_demucs_tiny(out),
             "align_en": build_wav2vec2_ctc_tiny(out), "nltk_data": build_nltk_punkt_tab(out),
-            "pyannote": build_pyannote_tiny(out)}
+            "pyannote": build_pyannote_tiny(out), "tokenizer": build_semantic_tokenizer_tiny(out)}
+
+
+def curate_overrides(models: dict[str, Path]) -> list[str]:
+    """`key=value` overrides pointing the demo curation config at the folders `build_all` made."""
+    return [f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}",
+            f"transcribe.align_models.en={models['align_en']}", f"transcribe.nltk_data={models['nltk_data']}",
+            f"diarize.pyannote.pipeline={models['pyannote']}", f"tokenize.model={models['tokenizer']}"]
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ from pipeline.shards.schema import recording_id_for
 from pipeline.stages.diarize import DiarizeStage
 from pipeline.stages.enhance import EnhanceStage
 from pipeline.stages.quality import QualityStage
+from pipeline.stages.tokenize import TokenizeStage
 from pipeline.stages.transcribe import TranscribeStage
 from pipeline.summary import CurationSummary
 
@@ -32,7 +33,7 @@ def stage_plans(cfg: DictConfig) -> list[StagePlan]:
     """The model stages in order; each is built inside its Ray actor from a plain config copy."""
     diarize, transcribe = OmegaConf.to_container(cfg.diarize), OmegaConf.to_container(cfg.transcribe)
     quality, sample_rate = OmegaConf.to_container(cfg.quality), cfg.sample_rate
-    enhance = OmegaConf.to_container(cfg.enhance)
+    enhance, tokenize = OmegaConf.to_container(cfg.enhance), OmegaConf.to_container(cfg.tokenize)
     plans = [StagePlan("enhance", lambda: EnhanceStage(OmegaConf.create(enhance), sample_rate),
                        cfg.resources.enhance)] if cfg.enhance.enabled else []
     plans.append(StagePlan("diarize", lambda: DiarizeStage(OmegaConf.create(diarize), sample_rate),
@@ -44,6 +45,9 @@ def stage_plans(cfg: DictConfig) -> list[StagePlan]:
         plans.append(StagePlan("quality", lambda: QualityStage(OmegaConf.create(quality),
                                                                OmegaConf.create(diarize["vad"]), sample_rate),
                                cfg.resources.quality))
+    if cfg.tokenize.enabled:
+        plans.append(StagePlan("tokenize", lambda: TokenizeStage(OmegaConf.create(tokenize), sample_rate),
+                               cfg.resources.tokenize))
     return plans
 
 
@@ -87,7 +91,8 @@ def main(cfg: DictConfig) -> int:
     writer = ShardWriter(layout.root, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,
                          sample_rate=cfg.sample_rate, clean_orphans=False, config=config,
                          models={"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend,
-                                 "enhance": cfg.enhance.model if cfg.enhance.enabled else None})
+                                 "enhance": cfg.enhance.model if cfg.enhance.enabled else None,
+                                 "tokenize": cfg.tokenize.model if cfg.tokenize.enabled else None})
     for packed in curate_stream(cfg, todo, stage_plans(cfg), pipeline):
         if packed.failure:
             writer.add_failed([packed.failure])

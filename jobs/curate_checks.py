@@ -36,6 +36,8 @@ def validate(cfg: DictConfig) -> None:
     if d.backend == "pyannote":
         check_model_reference("diarize.pyannote.pipeline", d.pyannote.pipeline, "config.yaml",
                               "pyannote pipeline folder")
+    if cfg.tokenize.enabled:
+        check_model_reference("tokenize.model", cfg.tokenize.model, "config.json", "semantic tokenizer folder")
     e = cfg.enhance
     if e.enabled and e.repo is not None:
         repo = Path(e.repo)

@@ -17,7 +17,7 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from jobs import curate
-from jobs.build_models import build_all
+from jobs.build_models import build_all, curate_overrides
 from jobs.cli import load_config, parse_job_args
 from pipeline import inspect as shards_cli
 from pipeline.shards import DatasetLayout
@@ -94,11 +94,8 @@ def main(cfg: DictConfig) -> int:
     models = build_all(workdir / "models")
     truth = generate_recordings(cfg, raw)
 
-    curate_cfg = load_config(cfg.curate.config, [f"input={raw}", f"output={dataset}",
-                                                 f"transcribe.model={models['whisper']}",
-                                                 f"enhance.repo={models['demucs']}",
-                                                 f"transcribe.align_models.en={models['align_en']}",
-                                                 f"transcribe.nltk_data={models['nltk_data']}", *cfg.curate.overrides])
+    curate_cfg = load_config(cfg.curate.config, [f"input={raw}", f"output={dataset}", *curate_overrides(models),
+                                                 *cfg.curate.overrides])
     status = curate.main(curate_cfg)
     if status != 0:
         return status

@@ -60,3 +60,17 @@ def load_exact(module: torch.nn.Module, state: dict[str, torch.Tensor], folder: 
         problems.append(f"unexpected {sorted(result.unexpected_keys)[:5]}")
     if problems:
         raise ModelFolderError(f"{folder}: weights do not match the model: {'; '.join(problems)}")
+
+
+def resolve_model_folder(name: str | Path) -> Path:
+    """A local folder as is; anything else is a hub id fetched into the HF cache (needs the network)."""
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser()
+    if str(name).startswith(("/", ".", "~")):
+        raise ModelFolderError(f"model folder {name} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(name)))
+    except Exception as e:  # offline, unknown id, no access: one message naming the model
+        raise ModelFolderError(f"{name}: not a local folder and not fetchable from the hub ({e})") from e

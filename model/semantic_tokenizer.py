@@ -19,7 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.hf_folder import ModelFolderError, load_exact, read_config, read_state_dict, strip_prefix
+from model.hf_folder import (
+    ModelFolderError, load_exact, read_config, read_state_dict, resolve_model_folder, strip_prefix,
+)
 from model.log_mel import CHUNK_SAMPLES, HOP_LENGTH, log_mel_spectrogram, split_chunks
 
 SAMPLES_PER_TOKEN = 1280          # 160 (mel hop) x 2 (conv stride) x 4 (pooling)
@@ -127,9 +129,8 @@ class SemanticTokenizer:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu", batch_size: int = 32) -> "SemanticTokenizer":
-        """A folder with `config.json` and weights, keys unprefixed or under `model.encoder.`."""
-        if not Path(folder).is_dir():
-            raise ModelFolderError(f"semantic tokenizer folder {folder} does not exist")
+        """A folder (or hub id) with `config.json` and weights, keys unprefixed or under `model.encoder.`."""
+        folder = resolve_model_folder(folder)
         config = whisper_vq_config(read_config(folder))
         encoder = WhisperVQEncoder(config)
         state = strip_prefix(read_state_dict(folder), ["model.encoder."])
@@ -158,12 +159,17 @@ class SemanticTokenizer:
 
     @torch.inference_mode()
     def tokenize_chunks(self, chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Ids of each chunk (at most 30 s of 16 kHz float audio), batched `batch_size` at a time."""
-        out: list[np.ndarray] = []
-        for start in range(0, len(chunks), self.batch_size):
-            batch = chunks[start:start + self.batch_size]
-            ids, valid = self.encoder(*self.features(batch))
-            out.extend(row[m.bool()].cpu().numpy().astype(np.int64) for row, m in zip(ids, valid))
+        """Ids of each chunk (at most 30 s of 16 kHz float audio), batched `batch_size` at a time.
+
+        Chunks are batched by length (ids do not depend on the batch), so little compute goes to padding.
+        """
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+        out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(chunks)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            ids, valid = self.encoder(*self.features([chunks[i] for i in batch]))
+            for i, row, m in zip(batch, ids, valid):
+                out[i] = row[m.bool()].cpu().numpy().astype(np.int64)
         return out
 
     def tokenize(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -79,3 +79,20 @@ def write_tiny_whisper(folder: str | Path, seed: int = 0, conditional_generation
     cls = WhisperForConditionalGeneration if conditional_generation else WhisperModel
     cls(WhisperConfig(**TINY_WHISPER_CONFIG)).save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+# A Qwen2/Qwen2.5 decoder at toy size (untied lm_head as in Qwen2.5-7B, RoPE theta 1e6).
+TINY_QWEN2_CONFIG = {
+    "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048, "rope_theta": 1e6,
+    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "use_sliding_window": False, "hidden_act": "silu",
+}
+
+
+def write_tiny_qwen2(folder: str | Path, seed: int = 0) -> Path:
+    """A random HF Qwen2 folder as `Qwen2ForCausalLM.save_pretrained` writes it."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2_CONFIG)).save_pretrained(folder, safe_serialization=True)
+    return Path(folder)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.hf_folder import ModelFolderError, load_exact, read_config, read_state_dict, strip_prefix
+from model.hf_folder import load_exact, read_config, read_state_dict, resolve_model_folder, strip_prefix
 from model.log_mel import CHUNK_SAMPLES, log_mel_spectrogram, split_chunks
 from model.semantic_tokenizer import SAMPLES_PER_TOKEN
 
@@ -25,8 +25,7 @@ def load_whisper_encoder(folder: str | Path):
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    if not Path(folder).is_dir():
-        raise ModelFolderError(f"Whisper folder {folder} does not exist")
+    folder = resolve_model_folder(folder)
     raw = read_config(folder)
     config = WhisperConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
     config._attn_implementation = "sdpa"

@@ -36,13 +36,11 @@ def test_unknown_override_is_an_error():
 
 
 def test_curate_configs_validate(tmp_path, monkeypatch):
-    from jobs.build_models import build_all
+    from jobs.build_models import build_all, curate_overrides
     from jobs.curate_checks import validate
 
     models = build_all(tmp_path / "models")
-    demo = load_config("configs/curate/demo.yaml", [
-        f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}", "output=x",
-        f"transcribe.align_models.en={models['align_en']}", f"transcribe.nltk_data={models['nltk_data']}"])
+    demo = load_config("configs/curate/demo.yaml", [*curate_overrides(models), "output=x"])
     validate(demo)
     default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -62,6 +60,7 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("enhance.repo=/nonexistent/demucs", "no demucs model"),
     ("transcribe.align_models.en=./nowhere", "no wav2vec2 CTC folder"),
     ("transcribe.nltk_data=/nonexistent", "punkt_tab"),
+    ("tokenize.model=/nonexistent/tokenizer", "no semantic tokenizer folder"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate

@@ -18,14 +18,13 @@ from pipeline.shards import DatasetLayout, iter_samples
 from pipeline.shards.manifest import read_failed, read_manifest, read_rejected
 from pipeline.shards.schema import recording_id_for
 from pipeline.shards.verify import verify_dataset
+from jobs.build_models import curate_overrides
 from tests.jobs.conftest import REPO, VENV_BIN, ray_env, write_silence
 
 
 def curate_args(input_spec, output, models, *extra) -> list[str]:
     return ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={input_spec}", f"output={output}",
-            f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}",
-            f"transcribe.align_models.en={models['align_en']}", f"transcribe.nltk_data={models['nltk_data']}",
-            "ray.progress_bars=false", *extra]
+            *curate_overrides(models), "ray.progress_bars=false", *extra]
 
 
 def run_curate(ray_cluster, *args, timeout=600) -> subprocess.CompletedProcess:
@@ -87,6 +86,9 @@ def test_job_submitted_to_a_two_node_cluster(ray_cluster, spoken_inputs, offline
     for sample in iter_samples(dataset):
         hypotheses.setdefault(sample.record.source, []).append(sample.record.text)
         assert sample.record.quality.dnsmos_ovrl is not None and sample.record.language == "en"
+        # semantic tokens from the tiny tokenizer, as many as the segment's duration calls for (12.5 Hz)
+        assert sample.tokens is not None and len(sample.tokens) == sample.record.tokens.count
+        assert abs(len(sample.tokens) - 12.5 * sample.record.duration) <= 1
     wers = [word_error_rate(truth[s], " ".join(hypotheses[s])) for s in truth]
     print(f"word error rate per recording: {[round(w, 3) for w in wers]}, mean {np.mean(wers):.3f}")
     assert np.mean(wers) < 0.30
@@ -155,7 +157,7 @@ def audio_hashes(dataset: Path) -> dict[str, str]:
 def test_killed_job_resumes_to_the_same_dataset(ray_cluster, spoken_inputs, offline_models, tmp_path):
     folder, truth = spoken_inputs
     extra = ["quality.dnsmos=false", "shards.target_samples=1", "resources.transcribe.batch_size=1",
-             "resources.diarize.batch_size=1", "resources.quality.batch_size=1"]
+             "resources.diarize.batch_size=1", "resources.quality.batch_size=1", "resources.tokenize.batch_size=1"]
     reference = tmp_path / "uninterrupted"
     assert run_curate(ray_cluster, *curate_args(folder, reference, offline_models, *extra)).returncode == 0
 

@@ -1,0 +1,178 @@
+"""The Kimi-Audio audio-text LLM on megatron-core (report §2.3, facts B4-B5, B7).
+
+    audio ids --E--+ (+ adaptor(Whisper features), x sqrt(2), at continuous positions)
+                   +--> shared TransformerBlock --+--> text head:  layers, norm, text_output  -> text logits
+    text ids  --E--+                              +--> audio head: layers, norm, audio_output -> audio logits
+
+Both streams share one (vocab-parallel) embedding table; both heads predict over the whole vocabulary.
+Activations are megatron's [sequence, batch, hidden]; inputs and outputs are [batch, sequence].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from model.config import KimiAudioConfig
+from model.specs import layer_spec
+
+
+class AudioAdaptor(nn.Module):
+    """Stacked Whisper features (5120) -> hidden: Linear, SiLU, Dropout(0), Linear, LayerNorm (facts B2).
+
+    A Sequential so its parameter names are the released `vq_adaptor.layers.{0,3,4}`.
+    """
+
+    def __init__(self, cfg: KimiAudioConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.layers = nn.Sequential(nn.Linear(cfg.adaptor_input_dim, h), nn.SiLU(), nn.Dropout(0.0),
+                                    nn.Linear(h, h), nn.LayerNorm(h, eps=cfg.adaptor_norm_eps))
+        for linear in (self.layers[0], self.layers[3]):
+            nn.init.normal_(linear.weight, std=cfg.init_std)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.layers(features)
+
+
+@dataclass
+class LossTargets:
+    """Next-token targets of both heads, [batch, sequence]; masks say where each head's loss counts."""
+    audio_labels: Tensor
+    text_labels: Tensor
+    audio_loss_mask: Tensor
+    text_loss_mask: Tensor
+
+
+@dataclass
+class ModelOutput:
+    audio_logits: Optional[Tensor] = None     # [B, S, vocab] (gathered over tensor-parallel ranks)
+    text_logits: Optional[Tensor] = None
+    audio_token_loss: Optional[Tensor] = None  # [B, S] cross-entropy per position (unmasked)
+    text_token_loss: Optional[Tensor] = None
+    audio_loss: Optional[Tensor] = None        # masked means, as the released fine-tuning code
+    text_loss: Optional[Tensor] = None
+    loss: Optional[Tensor] = None
+
+
+def masked_mean(token_loss: Tensor, mask: Tensor) -> Tensor:
+    """sum(loss * mask) / (sum(mask) + 1e-4): the released code's normalisation (facts B7)."""
+    mask = mask.to(token_loss.dtype)
+    return (token_loss * mask).sum() / (mask.sum() + 1e-4)
+
+
+def causal_mask(seq_len: int, device) -> Tensor:
+    """[1, 1, S, S] bool, True where a query must not see a key (the future)."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).triu(1)[None, None]
+
+
+def build_block(cfg: KimiAudioConfig, num_layers: int, final_norm: bool):
+    from megatron.core.transformer.transformer_block import TransformerBlock
+
+    return TransformerBlock(cfg.transformer_config(num_layers), layer_spec(cfg), post_layer_norm=final_norm)
+
+
+def _megatron_module():
+    from megatron.core.transformer.module import MegatronModule
+
+    return MegatronModule
+
+
+class KimiAudioModel(_megatron_module()):
+    """Embedding, shared layers, two heads. `whisper` (a `WhisperFeatureEncoder`) is optional: without it
+    the caller passes precomputed stacked features. A MegatronModule, so `sharded_state_dict()` gives
+    distributed checkpoints that load at another tensor-parallel size."""
+
+    def __init__(self, cfg: KimiAudioConfig, whisper: Optional[nn.Module] = None):
+        from megatron.core import tensor_parallel
+        from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+        from megatron.core.utils import init_method_normal, scaled_init_method_normal
+
+        if cfg.pipeline_parallel != 1:
+            raise NotImplementedError("pipeline parallelism is not supported yet: use tensor and data parallelism")
+        mcore = cfg.transformer_config(cfg.shared_layers)
+        super().__init__(config=mcore)
+        self.cfg = cfg
+        init = init_method_normal(cfg.init_std)
+        self.embedding = tensor_parallel.VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, init_method=init,
+                                                                config=mcore)
+        self.adaptor = AudioAdaptor(cfg).to(cfg.torch_dtype)
+        self.rotary = RotaryEmbedding(cfg.head_dim, rotary_percent=1.0, rotary_base=cfg.rope_theta,
+                                      use_cpu_initialization=mcore.use_cpu_initialization)
+        self.shared = build_block(cfg, cfg.shared_layers, final_norm=False)
+        self.text_head = build_block(cfg, cfg.text_head_layers, final_norm=True)
+        self.audio_head = build_block(cfg, cfg.audio_head_layers, final_norm=True)
+        output_init = scaled_init_method_normal(cfg.init_std, cfg.trunk_layers)
+        self.text_output = tensor_parallel.ColumnParallelLinear(
+            cfg.hidden_size, cfg.vocab_size, config=mcore, init_method=output_init, bias=False)
+        self.audio_output = tensor_parallel.ColumnParallelLinear(
+            cfg.hidden_size, cfg.vocab_size, config=mcore, init_method=output_init, bias=False)
+        self.whisper = whisper
+
+    def embed(self, audio_ids: Optional[Tensor], text_ids: Optional[Tensor], continuous_mask: Optional[Tensor],
+              whisper_features: Optional[Tensor]) -> Tensor:
+        """[B, S, H]: E(audio) (+ adaptor(features), x sqrt 2 where continuous) + E(text) (facts B4)."""
+        if audio_ids is None and text_ids is None:
+            raise ValueError("need audio ids, text ids or both")
+        embedded = None
+        if audio_ids is not None:
+            embedded = self.embedding(audio_ids)
+            if continuous_mask is not None and bool(continuous_mask.any()):
+                if whisper_features is None or whisper_features.shape[0] != int(continuous_mask.sum()):
+                    got = None if whisper_features is None else whisper_features.shape[0]
+                    raise ValueError(f"{int(continuous_mask.sum())} continuous positions but {got} feature rows")
+                adapted = self.adaptor(whisper_features.to(embedded.dtype))
+                embedded = embedded.clone()
+                embedded[continuous_mask] = (embedded[continuous_mask] + adapted) * math.sqrt(2.0)
+        if text_ids is not None:
+            text = self.embedding(text_ids)
+            embedded = text if embedded is None else embedded + text
+        return embedded
+
+    def rotary_embedding(self, seq_len: int, position_ids: Optional[Tensor]) -> Tensor:
+        if position_ids is None:
+            return self.rotary(seq_len)
+        table = self.rotary(int(position_ids.max()) + 1)[:, 0, 0, :]
+        return table[position_ids].transpose(0, 1).unsqueeze(2)  # [S, B, 1, D]: positions restart per sample
+
+    def forward(self, audio_ids: Optional[Tensor] = None, text_ids: Optional[Tensor] = None, *,
+                continuous_mask: Optional[Tensor] = None, whisper_features: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                targets: Optional[LossTargets] = None) -> ModelOutput:
+        """ids [B, S]; continuous_mask [B, S] bool with one feature row per True (row-major order);
+        attention_mask [B, 1, S, S] bool, True = masked (None: causal over the whole row)."""
+        from megatron.core import tensor_parallel
+
+        hidden = self.embed(audio_ids, text_ids, continuous_mask, whisper_features).transpose(0, 1).contiguous()
+        rotary = self.rotary_embedding(hidden.shape[0], position_ids)
+        if attention_mask is None:  # built here: megatron's default causal mask is allocated on "cuda"
+            attention_mask = causal_mask(hidden.shape[0], hidden.device)
+        shared = self.shared(hidden, attention_mask, rotary_pos_emb=rotary)
+        text_hidden = self.text_head(shared, attention_mask, rotary_pos_emb=rotary)
+        audio_hidden = self.audio_head(shared, attention_mask, rotary_pos_emb=rotary)
+        text_logits, _ = self.text_output(text_hidden)
+        audio_logits, _ = self.audio_output(audio_hidden)
+        if targets is None:
+            gather = tensor_parallel.gather_from_tensor_model_parallel_region
+            return ModelOutput(audio_logits=gather(audio_logits).transpose(0, 1),
+                               text_logits=gather(text_logits).transpose(0, 1))
+        audio_token_loss = tensor_parallel.vocab_parallel_cross_entropy(
+            audio_logits.float(), targets.audio_labels.transpose(0, 1).contiguous()).transpose(0, 1)
+        text_token_loss = tensor_parallel.vocab_parallel_cross_entropy(
+            text_logits.float(), targets.text_labels.transpose(0, 1).contiguous()).transpose(0, 1)
+        audio_loss = masked_mean(audio_token_loss, targets.audio_loss_mask)
+        text_loss = masked_mean(text_token_loss, targets.text_loss_mask)
+        return ModelOutput(audio_token_loss=audio_token_loss, text_token_loss=text_token_loss,
+                           audio_loss=audio_loss, text_loss=text_loss, loss=audio_loss + text_loss)
+
+
+def build_model(cfg: KimiAudioConfig, whisper: Optional[nn.Module] = None) -> KimiAudioModel:
+    """The model for this rank's tensor-parallel slice (megatron's parallel state must be initialised)."""
+    model = KimiAudioModel(cfg, whisper=whisper)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model
