@@ -18,6 +18,7 @@ demo: setup
 bench: setup
 	$(PY) -m bench.shards
 	$(PY) -m bench.curate
+	$(PY) -m bench.tokenize
 
 clean:
 	rm -rf demo_out bench_out models .pytest_cache

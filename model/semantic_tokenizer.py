@@ -54,17 +54,18 @@ def whisper_vq_config(raw: dict):
     return cfg
 
 
-def block_causal_mask(valid: torch.Tensor, block_size: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """Additive [B, 1, T, T] mask: query i sees key j when j is valid and (j <= i or both in one block).
+def block_causal_mask(valid: torch.Tensor, block_size: int | None) -> torch.Tensor:
+    """Boolean [B, 1, T, T] mask, True where query i may see key j: j is valid and (j <= i or both in
+    one block). `block_size=None` leaves only the padding mask, as a plain Whisper encoder.
 
-    `block_size=None` leaves only the padding mask (every valid key visible), as a plain Whisper encoder.
+    Boolean rather than additive: a quarter of the memory, which is what limits batching on CPU.
     """
     steps = torch.arange(valid.shape[1], device=valid.device)
     allowed = valid[:, None, None, :].bool()
     if block_size is not None:
         causal = (steps[None, :] <= steps[:, None]) | (steps[:, None] // block_size == steps[None, :] // block_size)
         allowed = allowed & causal
-    return (~allowed).to(dtype) * torch.finfo(dtype).min
+    return allowed
 
 
 class WhisperVQEncoder(nn.Module):
@@ -97,7 +98,7 @@ class WhisperVQEncoder(nn.Module):
         x = self._conv(self.conv2, self._conv(self.conv1, features)).transpose(1, 2)
         valid = frame_mask[:, ::2][:, : x.shape[1]]
         h = x + self.embed_positions.weight[: x.shape[1]]
-        mask = block_causal_mask(valid, self.block_size, h.dtype)
+        mask = block_causal_mask(valid, self.block_size)
         outputs = []
         for layer in self.layers:
             h = layer(h, mask, layer_head_mask=None)[0]
