@@ -23,3 +23,19 @@ def noise_clip(seconds: float, seed: int = 0) -> np.ndarray:
     n = int(round(seconds * 16000))
     envelope = 0.05 + 0.3 * np.abs(np.sin(np.arange(n) / 16000 * 2.3))
     return (rng.standard_normal(n) * envelope).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def megatron():
+    """megatron-core's parallel state for this (single) process: TP=1, gloo on CPU."""
+    from model.parallel import init_parallel
+
+    init_parallel(tensor_parallel=1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def qwen2_folder(tmp_path_factory):
+    from model.tiny_folders import write_tiny_qwen2
+
+    return write_tiny_qwen2(tmp_path_factory.mktemp("models") / "qwen2-tiny")
