@@ -19,6 +19,7 @@ bench: setup
 	$(PY) -m bench.shards
 	$(PY) -m bench.curate
 	$(PY) -m bench.tokenize
+	$(PY) -m bench.model
 
 clean:
 	rm -rf demo_out bench_out models .pytest_cache

@@ -1,0 +1,110 @@
+"""Model benchmark: forward+backward tokens/s of a small preset on CPU against transformers' Qwen2 of the
+same size (same width, heads, FFN, vocabulary, total layer count) in the same run; ratio printed.
+
+    python -m bench.model [--preset small] [--batch 4] [--seq 256] [--steps 5] [--threads 2]
+
+The Kimi-Audio model also embeds a second stream and runs a second output projection, so at equal layer
+count it does a little more work than the Qwen2 reference. With a GPU, `--mfu` runs the ~1B preset in
+bf16 and prints model FLOPs utilisation (target 40%).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def time_steps(step, steps: int) -> float:
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def kimi_step(model, batch: int, seq: int):
+    from model.kimi_audio import LossTargets
+
+    vocab = model.cfg.vocab_size
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    audio, text, labels = (torch.randint(0, vocab, (batch, seq), device=device) for _ in range(3))
+    ones = torch.ones(batch, seq, device=device)
+    targets = LossTargets(labels, labels, ones, ones)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(audio, text, targets=targets).loss.backward()
+    return step
+
+
+def qwen2_step(cfg, batch: int, seq: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    reference = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn_hidden_size,
+        num_hidden_layers=cfg.trunk_layers + cfg.audio_head_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_query_groups, tie_word_embeddings=False, rope_theta=cfg.rope_theta))
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+
+    def step():
+        reference.zero_grad(set_to_none=True)
+        reference(ids, labels=ids).loss.backward()
+    return step
+
+
+def model_flops_per_token(cfg, seq: int) -> float:
+    """6 x parameters (without embeddings) + attention's 12 x layers x hidden x seq (forward+backward)."""
+    from model.config import parameter_count
+
+    dense = parameter_count(cfg) - cfg.vocab_size * cfg.hidden_size  # the embedding lookup is free
+    layers = cfg.trunk_layers + cfg.audio_head_layers
+    return 6 * dense + 12 * layers * cfg.hidden_size * seq
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mfu", action="store_true", help="GPU only: the kimi_audio_1b preset in bf16")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from model.config import model_preset
+    from model.kimi_audio import build_model
+    from model.parallel import init_parallel, shutdown_parallel
+
+    init_parallel(tensor_parallel=1)
+    try:
+        if args.mfu:
+            if not torch.cuda.is_available():
+                print("--mfu needs a GPU; none here")
+                return 2
+            cfg = model_preset("kimi_audio_1b", params_dtype="bfloat16")
+            seconds = time_steps(kimi_step(build_model(cfg), args.batch, args.seq), args.steps)
+            achieved = model_flops_per_token(cfg, args.seq) * args.batch * args.seq / seconds / 1e12
+            print(f"kimi_audio_1b bf16: {args.batch * args.seq / seconds:,.0f} tokens/s, {achieved:.0f} TFLOP/s, "
+                  f"MFU {achieved / args.peak_tflops:.1%} of {args.peak_tflops:.0f}")
+            return 0
+        cfg = model_preset(args.preset)
+        torch.manual_seed(0)
+        ours = time_steps(kimi_step(build_model(cfg), args.batch, args.seq), args.steps)
+        reference = time_steps(qwen2_step(cfg, args.batch, args.seq), args.steps)
+    finally:
+        shutdown_parallel()
+    tokens = args.batch * args.seq
+    print(f"forward+backward, preset {args.preset}, batch {args.batch} x {args.seq}, {args.threads} threads, CPU")
+    print(f"  audiomill (megatron-core): {tokens / ours:9,.0f} tokens/s")
+    print(f"  transformers Qwen2:        {tokens / reference:9,.0f} tokens/s")
+    print(f"  ratio: {reference / ours:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
