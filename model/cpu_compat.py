@@ -5,7 +5,8 @@ megatron-core assumes a GPU in a few places that matter here; each workaround an
 - attention's scratch buffer, rotary tables, gathers and barriers allocate on
   `torch.cuda.current_device()` and call `torch.cuda.synchronize()`: both answered for the CPU;
 - the optimizer hard-codes `device='cuda'` and checks `torch.cuda.FloatTensor`: `optimizer_on_cpu()`
-  remaps those around optimizer creation and step.
+  remaps those around optimizer creation and step, and gradient clipping (which asserts CUDA gradient
+  types) is replaced by the same scaling on CPU tensors.
 Nothing here runs when `torch.cuda.is_available()`.
 """
 from __future__ import annotations
@@ -72,8 +73,21 @@ def apply_cpu_compat() -> bool:
         mcore_random.CudaRNGStatesTracker = CpuRNGStatesTracker
         mcore_random.initialize_rng_tracker(force_reset=True)
         torch.cuda.manual_seed = torch.cuda.manual_seed_all = lambda seed: None  # CPU seeds come from torch.manual_seed
+        from megatron.core.optimizer import optimizer as mcore_optimizer
+
+        mcore_optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_cpu
         _applied = True
     return True
+
+
+def clip_grad_by_total_norm_cpu(parameters, max_norm, total_norm, use_decoupled_grad=False):
+    """megatron's `clip_grad_by_total_norm_fp32` for CPU gradients: scale them by max_norm / total_norm."""
+    coefficient = max_norm / (total_norm + 1.0e-6)
+    if coefficient < 1.0:
+        for p in parameters:
+            grad = getattr(p, "decoupled_grad", None) if use_decoupled_grad else p.grad
+            if grad is not None:
+                grad.mul_(coefficient)
 
 
 @contextlib.contextmanager

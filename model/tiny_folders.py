@@ -96,3 +96,20 @@ def write_tiny_qwen2(folder: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2_CONFIG)).save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def write_tiny_text_tokenizer(folder: str | Path, texts: list[str], vocab_size: int = 500) -> Path:
+    """A byte-level BPE tokenizer trained offline on `texts` with the `tokenizers` library, saved as an
+    HF tokenizer folder (tokenizer.json + tokenizer_config.json). Ids stay below `vocab_size`, so the ids
+    above it (up to the model's text range) are free for the layout's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(str(folder))
+    return Path(folder)

@@ -1,0 +1,145 @@
+"""Pretraining: curated shards -> checkpoints, with the report's task mixture, under torchrun.
+
+    torchrun --nproc-per-node 2 -m jobs.pretrain --config configs/pretrain/tiny.yaml run_dir=runs/tiny \
+        data.dataset=demo_out/curated data.text_tokenizer=... model.whisper=... [key=value ...]
+
+Resumes from the latest complete checkpoint in run_dir. SIGTERM saves a checkpoint and exits.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from jobs.cli import parse_job_args
+from model.parallel import init_parallel, shutdown_parallel
+from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from trainer.metrics import MetricsLog
+from trainer.optim import build_training, set_whisper_frozen
+from trainer.setup import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
+from trainer.step import run_micro_batch
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    from megatron.core import parallel_state as ps
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, group=ps.get_data_parallel_group())
+    return t.tolist()
+
+
+def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
+    """Mean loss over `eval_batches` micro-batches of the held-out dataset (the same ones every time)."""
+    loader = build_loader(cfg, cfg.train.eval_dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed + 1)
+    ddp_model.eval()
+    with torch.no_grad():
+        losses = [float(run_micro_batch(ddp_model, model, loader.next_batch(), whisper_frozen=True,
+                                        normalisation=cfg.train.loss_normalisation,
+                                        audio_offset=ids.audio_offset).loss) for _ in range(cfg.train.eval_batches)]
+    ddp_model.train()
+    total, count = all_reduce_sum([sum(losses), len(losses)])
+    return total / count
+
+
+def main(cfg: DictConfig) -> int:
+    torch.set_num_threads(cfg.train.threads)
+    init_parallel(cfg.parallel.tensor, cfg.parallel.pipeline, seed=cfg.seed)
+    dp_rank, dp_size, tp_rank = parallel_ranks()
+    rank0 = dist.get_rank() == 0
+    t = cfg.train
+    accumulation, rest = divmod(t.global_batch_rows, cfg.data.micro_batch_rows * dp_size)
+    if rest or not accumulation:
+        raise SystemExit(f"train.global_batch_rows={t.global_batch_rows} is not a multiple of micro_batch_rows x "
+                         f"data parallel ({cfg.data.micro_batch_rows} x {dp_size})")
+
+    model = build_run_model(cfg)
+    training = build_training(model, cfg.optim, t.steps)
+    ids, encode = special_ids(cfg, model.cfg.audio_token_offset), text_encoder(cfg.data.text_tokenizer)
+    loader = build_loader(cfg, cfg.data.dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed)
+
+    step, seen = 0, {"tokens": 0, "audio_hours": 0.0}
+    resume = latest_checkpoint(cfg.run_dir)
+    if resume is not None:
+        state, loader_state = load_training_checkpoint(resume, model, training, dp_rank, dp_size)
+        loader.load_state(loader_state)
+        step, seen = state["step"], state["seen"]
+        if rank0:
+            print(f"pretrain: resumed from {resume} at step {step}", flush=True)
+    metrics = MetricsLog(cfg.run_dir, enabled=rank0, resume_step=step)
+    if rank0:
+        OmegaConf.save(cfg, f"{cfg.run_dir}/config.yaml")
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # checkpoint at the step boundary, exit
+
+    def checkpoint() -> None:
+        save_training_checkpoint(cfg.run_dir, step, model, training, loader.state(), dp_rank, tp_rank,
+                                 {"seen": seen, "data_parallel_size": dp_size,
+                                  "config": OmegaConf.to_container(cfg)}, keep=t.keep_checkpoints)
+
+    frozen_steps = math.ceil(t.whisper_frozen_fraction * t.steps)
+    window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
+    ddp_model = training.ddp_model
+    while step < t.steps and not stop["now"]:
+        whisper_frozen = step < frozen_steps
+        set_whisper_frozen(training, whisper_frozen, cfg.optim.lr, cfg.optim.min_lr)
+        ddp_model.zero_grad_buffer()
+        training.optimizer.zero_grad()
+        audio_loss = text_loss = 0.0
+        per_task: dict = {}
+        tokens = audio_positions = 0
+        for _ in range(accumulation):
+            out = run_micro_batch(ddp_model, model, loader.next_batch(), whisper_frozen=whisper_frozen,
+                                  normalisation=t.loss_normalisation, audio_offset=ids.audio_offset)
+            (out.loss / accumulation).backward()
+            audio_loss, text_loss = audio_loss + out.audio / accumulation, text_loss + out.text / accumulation
+            tokens, audio_positions = tokens + out.tokens, audio_positions + out.audio_positions
+            for task, (total, n) in out.per_task.items():
+                per_task[task] = [per_task.get(task, [0, 0])[0] + total, per_task.get(task, [0, 0])[1] + n]
+        ddp_model.finish_grad_sync()
+        from model.cpu_compat import optimizer_on_cpu
+        with optimizer_on_cpu():
+            _, grad_norm, _ = training.optimizer.step()
+        training.scheduler.step(increment=1)
+        step += 1
+
+        audio_loss, text_loss, tokens, audio_positions = all_reduce_sum(
+            [audio_loss / dp_size, text_loss / dp_size, tokens, audio_positions])
+        seen["tokens"] += int(tokens)
+        seen["audio_hours"] += audio_positions / 12.5 / 3600
+        window_tokens += tokens
+        if step % t.log_every == 0 or step == t.steps:
+            elapsed = time.perf_counter() - window_started
+            wait = (loader.wait_seconds - wait_before) / elapsed
+            lr = training.optimizer.param_groups[0]["lr"]
+            values = {"train/loss": audio_loss + text_loss, "train/loss_audio": audio_loss,
+                      "train/loss_text": text_loss, "train/lr": lr, "train/grad_norm": float(grad_norm or 0.0),
+                      "train/tokens_per_s": window_tokens / elapsed, "train/data_wait_fraction": wait,
+                      "train/audio_hours_seen": seen["audio_hours"], "train/tokens_seen": seen["tokens"],
+                      **{f"task/{k}": v[0] / v[1] for k, v in per_task.items()}}
+            if t.eval_every and t.eval_dataset and step % t.eval_every == 0:
+                values["eval/loss"] = evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size)
+            metrics.log(step, values, console=(
+                f"step {step:>6}/{t.steps}  loss {audio_loss + text_loss:.4f} (audio {audio_loss:.4f} text "
+                f"{text_loss:.4f})  lr {lr:.2e}  grad {float(grad_norm or 0):.3f}  {window_tokens / elapsed:,.0f} "
+                f"tok/s  data wait {wait:.1%}  audio {seen['audio_hours']:.3f} h"
+                + ("  whisper frozen" if whisper_frozen else "")))
+            window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
+        if step % t.save_every == 0 or step == t.steps or stop["now"]:
+            checkpoint()
+    metrics.close()
+    if rank0:
+        curve = metrics.plot_loss_curve()
+        print(f"pretrain: {'stopped by SIGTERM' if stop['now'] else 'done'} at step {step}; "
+              f"checkpoints in {cfg.run_dir}/checkpoints, loss curve {curve}", flush=True)
+    shutdown_parallel()
+    return 0
+
+
+if __name__ == "__main__":  # dist checkpoint saving re-imports __main__ in helper processes
+    sys.exit(main(parse_job_args(__doc__.splitlines()[0])))

@@ -1,0 +1,93 @@
+"""Training checkpoints: model, optimizer, schedule, step and every data-parallel rank's loader state.
+
+    RUN/checkpoints/step-00000100/   model_config.json, weights/ (a model checkpoint: loadable and
+                                     exportable as is), optimizer/, loader/dp00000.json, trainer_state.json
+    RUN/checkpoints/latest           the name of the newest complete checkpoint
+
+A checkpoint is written under `step-N.partial` and renamed when every rank has finished, and `latest`
+is replaced after that: a run killed while saving resumes from the previous complete checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch.distributed as dist
+
+from model.checkpoint import save_checkpoint
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
+    marker = checkpoints_dir(run_dir) / "latest"
+    if not marker.is_file():
+        return None
+    folder = checkpoints_dir(run_dir) / marker.read_text().strip()
+    return folder if (folder / "trainer_state.json").is_file() else None
+
+
+def save_training_checkpoint(run_dir: str | Path, step: int, model, training, loader_state: dict, dp_rank: int,
+                             tp_rank: int, trainer_state: dict, keep: int) -> Path:
+    """Every rank calls this at the same step."""
+    from megatron.core import dist_checkpointing
+
+    root = checkpoints_dir(run_dir)
+    final = root / f"step-{step:08d}"
+    partial = root / f"step-{step:08d}.partial"
+    if _rank0():
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / "loader").mkdir(parents=True)
+        (partial / "optimizer").mkdir()
+    _barrier()
+    save_checkpoint(model, partial)
+    model_state = model.sharded_state_dict()
+    dist_checkpointing.save(training.optimizer.sharded_state_dict(model_state), str(partial / "optimizer"))
+    if tp_rank == 0:  # tensor-parallel peers read the same data
+        (partial / "loader" / f"dp{dp_rank:05d}.json").write_text(json.dumps(loader_state))
+    _barrier()
+    if _rank0():
+        state = {**trainer_state, "step": step, "scheduler": training.scheduler.state_dict()}
+        (partial / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        partial.rename(final)
+        tmp = root / ".latest.tmp"
+        tmp.write_text(final.name)
+        tmp.replace(root / "latest")
+        done = sorted(p for p in root.glob("step-*") if not p.name.endswith(".partial"))
+        for old in done[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_training_checkpoint(folder: Path, model, training, dp_rank: int, dp_size: int) -> tuple[dict, dict]:
+    """Restore model, optimizer and schedule in place; returns (trainer_state, this rank's loader state)."""
+    from megatron.core import dist_checkpointing
+
+    state = json.loads((folder / "trainer_state.json").read_text())
+    if state["data_parallel_size"] != dp_size:
+        raise RuntimeError(
+            f"{folder} was written with data-parallel size {state['data_parallel_size']}, this run has {dp_size}: "
+            "each rank's loader state (shard cursors, buffers, RNG) belongs to one rank of the old layout and "
+            "cannot be split or merged; resume with the same data-parallel size (tensor parallelism may change)")
+    model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(folder / "weights")))
+    model_state = model.sharded_state_dict()
+    training.optimizer.load_state_dict(
+        dist_checkpointing.load(training.optimizer.sharded_state_dict(model_state, is_loading=True),
+                                str(folder / "optimizer")))
+    training.scheduler.load_state_dict(state["scheduler"])
+    loader = json.loads((folder / "loader" / f"dp{dp_rank:05d}.json").read_text())
+    return state, loader

@@ -1,0 +1,197 @@
+"""Shards -> task samples for one data-parallel rank, with a state that saves and restores exactly.
+
+Shards (from the manifests) are shuffled per epoch from (seed, epoch) and dealt to ranks round-robin.
+Each rank walks its shards recording by recording; a window of consecutive segments of the current
+recording becomes one sample of a task drawn by the configured weights; text-only samples come from
+the text corpus. Everything random comes from one numpy generator whose state is part of the stream
+state, with the cursors (epoch, shard, recording, segment, text document): restoring a state replays
+exactly the samples that followed it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from trainer.data.tasks import (
+    TASKS_NEEDING_TEXT, SegmentInput, SpecialIds, TaskSample, build_task, build_text_only, draw_task,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DataError(RuntimeError):
+    """The data cannot feed this run (no shards for a rank, a corrupt shard under strict mode, ...)."""
+
+
+@dataclass
+class StreamState:
+    epoch: int = 0
+    shard_pos: int = 0          # index into this rank's shard order for the epoch
+    recording_pos: int = 0      # recordings of the current shard already used
+    segment_pos: int = 0        # segments of the current recording already used
+    text_docs: int = 0          # text-corpus documents consumed (over all epochs of the corpus)
+    rng: Optional[dict] = None  # numpy bit-generator state
+    skipped_shards: int = 0
+    skipped_segments: int = 0   # segments too long for seq_len on their own
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rank_shards(shards: Sequence[str], rank: int, world: int, seed: int, epoch: int) -> list[str]:
+    """This rank's shards for the epoch: all shards shuffled from (seed, epoch), dealt round-robin."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
+    return [sorted(shards)[i] for i in order[rank::world]]
+
+
+def iter_text_corpus(paths: Sequence[str]) -> Iterator[str]:
+    """Documents of jsonl (`text` field), parquet (`text` column) or plain-text files (one per line)."""
+    for path in paths:
+        p = Path(path)
+        if p.suffix == ".jsonl":
+            with p.open() as f:
+                for line in f:
+                    if line.strip():
+                        yield json.loads(line)["text"]
+        elif p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(p).iter_batches(columns=["text"]):
+                yield from batch.column(0).to_pylist()
+        else:
+            with p.open() as f:
+                yield from (line.strip() for line in f if line.strip())
+
+
+class PretrainStream:
+    """Task samples for one data-parallel rank; `state()` / `load_state()` for exact resume."""
+
+    def __init__(self, dataset: str, *, rank: int, world: int, seed: int, seq_len: int, weights: dict,
+                 max_window_segments: int, enhanced_fraction: float, ids: SpecialIds,
+                 encode_text: Callable[[str], list[int]], text_corpus: Sequence[str] = (), strict: bool = False):
+        from pipeline.shards import DatasetLayout
+        from pipeline.shards.manifest import read_manifest
+
+        self.dataset, self.rank, self.world, self.seed = dataset, rank, world, seed
+        self.seq_len, self.weights, self.max_window = seq_len, dict(weights), max_window_segments
+        self.enhanced_fraction, self.ids, self.encode_text = enhanced_fraction, ids, encode_text
+        self.text_corpus, self.strict = list(text_corpus), strict
+        self.shards = sorted(set(read_manifest(DatasetLayout.of(dataset), columns=["shard"]).column("shard")
+                                 .to_pylist()))
+        if len(self.shards) < world:
+            raise DataError(f"{dataset}: {len(self.shards)} shard(s) for {world} data-parallel ranks; "
+                            "every rank needs at least one (write smaller shards)")
+        if self.weights.get("text_only", 0) > 0 and not self.text_corpus:
+            raise DataError("tasks.text_only has weight but no text corpus is configured (data.text_corpus)")
+        self.load_state(StreamState())
+
+    # ---- state ----
+    def state(self) -> StreamState:
+        return StreamState(**{**asdict(self._state), "rng": self.rng.bit_generator.state})
+
+    def load_state(self, state: StreamState) -> None:
+        self._state = StreamState(**asdict(state))
+        self.rng = np.random.default_rng([self.seed, self.rank])
+        if state.rng is not None:
+            self.rng.bit_generator.state = state.rng
+        self._recordings: Optional[Iterator[list]] = None
+        self._recording: Optional[list] = None
+        self._texts: Optional[Iterator[str]] = None
+
+    # ---- reading ----
+    def _shard_recordings(self, shard: str) -> Iterator[list]:
+        """Recordings of a shard (lists of consecutive samples), the used ones skipped."""
+        from pipeline.shards.reader import iter_samples
+
+        current: list = []
+        seen = 0
+        for sample in iter_samples(self.dataset, shards=[shard], audio="both"):
+            if current and sample.record.recording_id != current[0].record.recording_id:
+                if seen >= self._state.recording_pos:
+                    yield current
+                seen += 1
+                current = []
+            current.append(sample)
+        if current and seen >= self._state.recording_pos:
+            yield current
+
+    def _next_recording(self) -> list:
+        s = self._state
+        while True:
+            if self._recordings is None:
+                shards = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)
+                if s.shard_pos >= len(shards):
+                    s.epoch, s.shard_pos, s.recording_pos = s.epoch + 1, 0, 0
+                    continue
+                self._recordings = self._shard_recordings(shards[s.shard_pos])
+            try:
+                return next(self._recordings)
+            except StopIteration:
+                pass
+            except Exception as e:  # a corrupt or missing shard: counted, logged, skipped (fatal when strict)
+                shard = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)[s.shard_pos]
+                if self.strict:
+                    raise DataError(f"shard {shard} is unreadable: {e}") from e
+                s.skipped_shards += 1
+                log.warning("skipping unreadable shard %s: %s", shard, e)
+            self._recordings = None
+            s.shard_pos, s.recording_pos, s.segment_pos = s.shard_pos + 1, 0, 0
+
+    def _segment(self, sample) -> SegmentInput:
+        if sample.tokens is None:
+            raise DataError(f"{self.dataset}: sample {sample.key} has no semantic tokens (curate with tokenize on)")
+        use_enhanced = sample.enhanced is not None and self.rng.random() < self.enhanced_fraction
+        text = sample.record.text
+        return SegmentInput(np.asarray(sample.tokens, np.int64),
+                            self.encode_text(text) if text else None,
+                            sample.enhanced if use_enhanced else sample.audio)
+
+    def _text_sample(self) -> TaskSample:
+        if self._texts is None:
+            self._texts = self._corpus_from(self._state.text_docs)
+        self._state.text_docs += 1
+        return build_text_only(self.encode_text(next(self._texts))[: self.seq_len - 1], self.ids)
+
+    def _corpus_from(self, skip: int) -> Iterator[str]:
+        consumed = 0
+        while True:  # the corpus repeats when exhausted
+            for doc in iter_text_corpus(self.text_corpus):
+                if consumed >= skip:
+                    yield doc
+                consumed += 1
+
+    def __iter__(self) -> "PretrainStream":
+        return self
+
+    def __next__(self) -> TaskSample:
+        s = self._state
+        while True:
+            if self._recording is None:
+                self._recording = self._next_recording()
+            samples = self._recording
+            has_text = all(x.record.text for x in samples[s.segment_pos:s.segment_pos + self.max_window])
+            task = draw_task(self.rng, self.weights, has_text)
+            if task == "text_only":
+                return self._text_sample()
+            window, built = [], None
+            while s.segment_pos + len(window) < len(samples) and len(window) < self.max_window:
+                grown = [*window, self._segment(samples[s.segment_pos + len(window)])]
+                candidate = build_task(task, grown, self.ids)
+                if len(candidate) > self.seq_len:
+                    break
+                window, built = grown, candidate
+            if built is None:  # its first segment alone is longer than seq_len
+                s.skipped_segments += 1
+                taken = 1
+            else:
+                taken = len(window)
+            s.segment_pos += taken
+            if s.segment_pos >= len(samples):
+                self._recording, s.recording_pos, s.segment_pos = None, s.recording_pos + 1, 0
+            if built is not None:
+                return built

@@ -1,0 +1,69 @@
+"""Building a run's parts from its config: parallel state, model, data loaders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from model.config import model_preset
+from model.kimi_audio import build_model
+from trainer.data.loader import BatchLoader
+from trainer.data.stream import PretrainStream
+from trainer.data.tasks import SpecialIds
+
+
+def parallel_ranks() -> tuple[int, int, int]:
+    """(data-parallel rank, data-parallel size, tensor-parallel rank)."""
+    from megatron.core import parallel_state as ps
+
+    return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(), ps.get_tensor_model_parallel_rank()
+
+
+def build_run_model(cfg: DictConfig):
+    """The preset (or the init checkpoint's config) at this run's tensor-parallel size, Whisper attached."""
+    from model.checkpoint import load_checkpoint
+    from model.whisper_features import WhisperFeatureEncoder
+
+    changes = dict(tensor_parallel=cfg.parallel.tensor, pipeline_parallel=cfg.parallel.pipeline,
+                   spec=cfg.model.spec, params_dtype=cfg.model.params_dtype)
+    if cfg.model.init_checkpoint:
+        model = load_checkpoint(cfg.model.init_checkpoint, **changes)
+    else:
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every TP size
+        model = build_model(model_preset(cfg.model.preset, **changes))
+    if model.whisper is None and cfg.model.whisper:
+        model.whisper = WhisperFeatureEncoder.from_folder(cfg.model.whisper, trainable=True)
+        if torch.cuda.is_available():
+            model.whisper.cuda()
+    if model.whisper is not None:
+        model.whisper.set_trainable(True)  # frozen phases go through the optimizer's groups (trainer.optim)
+        if model.whisper.output_dim != model.cfg.adaptor_input_dim:
+            raise ValueError(f"Whisper gives {model.whisper.output_dim}-dim stacked features, the model's adaptor "
+                             f"takes {model.cfg.adaptor_input_dim}")
+    return model
+
+
+def special_ids(cfg: DictConfig, audio_offset: int) -> SpecialIds:
+    t = cfg.tokens
+    return SpecialIds(blank=t.blank, text_eos=t.text_eos, media_begin=t.media_begin, media_end=t.media_end,
+                      audio_offset=audio_offset, audio_delay=t.audio_delay)
+
+
+def text_encoder(folder: str):
+    from transformers import AutoTokenizer
+
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"text tokenizer folder {folder} does not exist")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return lambda text: tokenizer.encode(text, add_special_tokens=False)
+
+
+def build_loader(cfg: DictConfig, dataset: str, ids: SpecialIds, encode, dp_rank: int, dp_size: int,
+                 seed: int) -> BatchLoader:
+    d = cfg.data
+    stream = PretrainStream(dataset, rank=dp_rank, world=dp_size, seed=seed, seq_len=d.seq_len,
+                            weights=dict(cfg.tasks), max_window_segments=d.max_window_segments,
+                            enhanced_fraction=d.enhanced_fraction, ids=ids, encode_text=encode,
+                            text_corpus=list(d.text_corpus), strict=d.strict)
+    return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank)
