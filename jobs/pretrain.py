@@ -17,10 +17,11 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from jobs.cli import parse_job_args
+from model.cpu_compat import optimizer_on_cpu
 from model.parallel import init_parallel, shutdown_parallel
 from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from trainer.metrics import MetricsLog
-from trainer.optim import build_training, set_whisper_frozen
+from trainer.optim import build_training, freeze_whisper_for_this_step
 from trainer.setup import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
 from trainer.step import run_micro_batch
 
@@ -87,7 +88,6 @@ def main(cfg: DictConfig) -> int:
     ddp_model = training.ddp_model
     while step < t.steps and not stop["now"]:
         whisper_frozen = step < frozen_steps
-        set_whisper_frozen(training, whisper_frozen, cfg.optim.lr, cfg.optim.min_lr)
         ddp_model.zero_grad_buffer()
         training.optimizer.zero_grad()
         audio_loss = text_loss = 0.0
@@ -102,7 +102,8 @@ def main(cfg: DictConfig) -> int:
             for task, (total, n) in out.per_task.items():
                 per_task[task] = [per_task.get(task, [0, 0])[0] + total, per_task.get(task, [0, 0])[1] + n]
         ddp_model.finish_grad_sync()
-        from model.cpu_compat import optimizer_on_cpu
+        if whisper_frozen:
+            freeze_whisper_for_this_step(training)
         with optimizer_on_cpu():
             _, grad_norm, _ = training.optimizer.step()
         training.scheduler.step(increment=1)
@@ -114,6 +115,8 @@ def main(cfg: DictConfig) -> int:
         seen["audio_hours"] += audio_positions / 12.5 / 3600
         window_tokens += tokens
         if step % t.log_every == 0 or step == t.steps:
+            skipped_shards, skipped_segments = all_reduce_sum([loader.stream.state().skipped_shards,
+                                                               loader.stream.state().skipped_segments])
             elapsed = time.perf_counter() - window_started
             wait = (loader.wait_seconds - wait_before) / elapsed
             lr = training.optimizer.param_groups[0]["lr"]
@@ -121,6 +124,7 @@ def main(cfg: DictConfig) -> int:
                       "train/loss_text": text_loss, "train/lr": lr, "train/grad_norm": float(grad_norm or 0.0),
                       "train/tokens_per_s": window_tokens / elapsed, "train/data_wait_fraction": wait,
                       "train/audio_hours_seen": seen["audio_hours"], "train/tokens_seen": seen["tokens"],
+                      "data/skipped_shards": skipped_shards, "data/skipped_segments": skipped_segments,
                       **{f"task/{k}": v[0] / v[1] for k, v in per_task.items()}}
             if t.eval_every and t.eval_dataset and step % t.eval_every == 0:
                 values["eval/loss"] = evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size)
@@ -128,7 +132,8 @@ def main(cfg: DictConfig) -> int:
                 f"step {step:>6}/{t.steps}  loss {audio_loss + text_loss:.4f} (audio {audio_loss:.4f} text "
                 f"{text_loss:.4f})  lr {lr:.2e}  grad {float(grad_norm or 0):.3f}  {window_tokens / elapsed:,.0f} "
                 f"tok/s  data wait {wait:.1%}  audio {seen['audio_hours']:.3f} h"
-                + ("  whisper frozen" if whisper_frozen else "")))
+                + ("  whisper frozen" if whisper_frozen else "")
+                + (f"  skipped shards {skipped_shards:.0f}" if skipped_shards else "")))
             window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
         if step % t.save_every == 0 or step == t.steps or stop["now"]:
             checkpoint()

@@ -2,8 +2,10 @@
 
 AdamW with a cosine schedule from `lr` to `min_lr` after a linear warmup (report §4.1.4: 2e-5 -> 2e-6,
 1% warmup). Whisper sits in its own parameter groups so it can be frozen for the first part of
-training (report: ~20% of tokens) without leaving the optimizer: while frozen its groups get learning
-rate and weight decay 0 (and the features are computed without gradients).
+training (report: ~20% of tokens) without leaving the optimizer: while frozen, its groups' learning
+rate and weight decay are set to 0 right before each optimizer step (the scheduler sets them anew after
+it), and the features are computed without gradients. The groups are told apart by megatron's
+`is_decoupled_lr` flag, one of the keys it matches groups by when a checkpoint is loaded.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def build_training(model, optim: DictConfig, total_steps: int) -> TrainingState:
                              clip_grad=optim.clip_grad, bf16=model.cfg.params_dtype == "bfloat16",
                              use_distributed_optimizer=torch.cuda.is_available())
     overrides = get_standard_config_overrides(config)
-    overrides[ParamKey(name="*whisper.*")] = ParamGroupOverride(max_lr=optim.lr)  # its own groups
+    overrides[ParamKey(name="*whisper.*")] = ParamGroupOverride(is_decoupled_lr=True)  # its own groups
     with optimizer_on_cpu():
         optimizer = get_megatron_optimizer(config, [ddp_model], config_overrides=overrides)
     warmup = int(round(optim.warmup_fraction * total_steps))
@@ -53,12 +55,10 @@ def build_training(model, optim: DictConfig, total_steps: int) -> TrainingState:
         end_wd=optim.weight_decay, wd_incr_steps=total_steps, wd_incr_style="constant")
     whisper_params = {id(p) for name, p in model.named_parameters() if name.startswith("whisper.")}
     groups = [g for g in optimizer.param_groups if any(id(p) in whisper_params for p in g["params"])]
-    for group in groups:
-        group["unfrozen_wd_mult"] = group["wd_mult"]
     return TrainingState(ddp_model, optimizer, scheduler, groups)
 
 
-def set_whisper_frozen(state: TrainingState, frozen: bool, lr: float, min_lr: float) -> None:
+def freeze_whisper_for_this_step(state: TrainingState) -> None:
+    """Call right before `optimizer.step()`: Whisper's groups neither learn nor decay in this step."""
     for group in state.whisper_groups:
-        group["max_lr"], group["min_lr"] = (0.0, 0.0) if frozen else (lr, min_lr)
-        group["wd_mult"] = 0.0 if frozen else group["unfrozen_wd_mult"]
+        group["lr"], group["weight_decay"] = 0.0, 0.0

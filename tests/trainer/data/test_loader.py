@@ -1,0 +1,77 @@
+"""The loader on real shards: rank split, state round trips, corrupt shards."""
+import shutil
+
+import numpy as np
+import pytest
+
+from trainer.data.loader import BatchLoader
+from trainer.data.stream import DataError, PretrainStream, rank_shards
+from trainer.data.tasks import TASKS, SpecialIds
+
+IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512)
+WEIGHTS = dict(zip(TASKS, [1, 7, 1, 1, 1, 1, 2]))
+
+
+def loader(inputs, dataset=None, rank=0, world=1, **changes):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(inputs["text_tokenizer"])
+    args = dict(rank=rank, world=world, seed=3, seq_len=160, weights=WEIGHTS, max_window_segments=3,
+                enhanced_fraction=0.5, ids=IDS, encode_text=lambda t: tok.encode(t, add_special_tokens=False),
+                text_corpus=[str(inputs["corpus"])], **changes)
+    return BatchLoader(PretrainStream(str(dataset or inputs["dataset"]), **args), 160, 2, pad_id=500)
+
+
+def same(a, b):
+    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("audio_ids", "text_ids", "audio_loss_mask",
+                                                                      "text_loss_mask", "continuous"))
+
+
+def test_ranks_split_the_shards_and_epochs_reshuffle():
+    shards = [f"s{i}" for i in range(7)]
+    parts = [rank_shards(shards, r, 3, seed=1, epoch=0) for r in range(3)]
+    assert sorted(sum(parts, [])) == sorted(shards)
+    assert parts == [rank_shards(shards, r, 3, seed=1, epoch=0) for r in range(3)]
+    assert parts != [rank_shards(shards, r, 3, seed=1, epoch=1) for r in range(3)]
+
+
+def test_a_restored_state_replays_exactly_the_batches_that_followed(training_inputs):
+    first = loader(training_inputs)
+    for _ in range(3):
+        first.next_batch()
+    state = first.state()
+    expected = [first.next_batch() for _ in range(6)]  # crosses shards and an epoch
+    second = loader(training_inputs)
+    second.load_state(state)
+    assert all(same(a, b) for a, b in zip(expected, (second.next_batch() for _ in range(6))))
+    assert first.stream.state().epoch >= 1
+
+
+def test_batches_hold_every_task_and_both_streams(training_inputs):
+    l = loader(training_inputs)
+    tasks = set()
+    for _ in range(12):
+        b = l.next_batch()
+        tasks |= {TASKS[t] for t in np.unique(b.task_ids) if t >= 0}
+        assert sum(int((b.continuous[r]).sum()) for r in range(len(b.continuous))) == sum(
+            (len(c) - 1) // 1280 + 1 for c in b.clips)  # one feature row per continuous position
+    assert tasks == set(TASKS)
+
+
+def test_a_corrupt_shard_is_skipped_and_counted_or_fatal_when_strict(training_inputs, tmp_path):
+    dataset = shutil.copytree(training_inputs["dataset"], tmp_path / "ds")
+    victim = sorted((dataset / "shards").glob("*.tar"))[0]
+    victim.write_bytes(victim.read_bytes()[:3000])
+    lenient = loader(training_inputs, dataset)
+    for _ in range(8):
+        lenient.next_batch()
+    assert lenient.stream.state().skipped_shards >= 1
+    strict = loader(training_inputs, dataset, strict=True)
+    with pytest.raises(DataError, match="unreadable"):
+        for _ in range(8):
+            strict.next_batch()
+
+
+def test_more_ranks_than_shards_is_refused(training_inputs):
+    with pytest.raises(DataError, match="every rank needs at least one"):
+        loader(training_inputs, rank=0, world=50)

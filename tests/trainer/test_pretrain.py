@@ -1,0 +1,117 @@
+"""`jobs.pretrain` under real torchrun on CPU: data parallel, tensor parallel, two nodes, exact resume."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.trainer.conftest import pretrain_overrides
+
+REPO = Path(__file__).parents[2]
+SHORT = ["train.steps=12", "train.log_every=1", "train.save_every=4", "train.eval_every=0",
+         "train.whisper_frozen_fraction=0.25"]
+
+
+def torchrun_cmd(inputs, run_dir, *extra, nproc=2, launcher=("--standalone",)):
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc-per-node", str(nproc),
+            "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml", *pretrain_overrides(inputs, run_dir),
+            *SHORT, *extra]
+
+
+def env():
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        e.pop(key, None)  # a process group of the test process is not the job's
+    return e
+
+
+def run(cmd, timeout=400) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def losses(run_dir) -> dict[int, float]:
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(training_inputs, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    result = run(torchrun_cmd(training_inputs, run_dir))
+    return run_dir, result
+
+
+def test_two_processes_train_and_the_loss_falls(uninterrupted):
+    run_dir, result = uninterrupted
+    loss = losses(run_dir)
+    assert sorted(loss) == list(range(1, 13))
+    assert loss[12] < 0.75 * loss[1], loss
+    assert "whisper frozen" in result.stdout  # the first 25% of steps
+    assert (run_dir / "loss_curve.png").stat().st_size > 10_000
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text()
+    assert latest.name == "step-00000012" and sorted(p.name for p in (latest / "loader").iterdir()) == [
+        "dp00000.json", "dp00001.json"]
+
+
+def test_sigkill_and_resume_gives_the_same_losses(uninterrupted, training_inputs, tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(torchrun_cmd(training_inputs, run_dir), cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (marker.exists() and marker.read_text() == "step-00000008"):
+        time.sleep(0.02)
+    # torchrun puts its workers in sessions of their own: kill the whole tree, as a lost node would
+    for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        process.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert max(losses(run_dir)) < 12, "the kill must land before the end"
+
+    resumed = run(torchrun_cmd(training_inputs, run_dir))
+    resumed_line = [line for line in resumed.stdout.splitlines() if "resumed from" in line]
+    assert resumed_line and resumed_line[0].endswith("step-00000008 at step 8"), resumed.stdout[-3000:]
+    assert losses(run_dir) == losses(uninterrupted[0])  # bit-identical: same batches, same updates
+
+
+def test_resume_with_another_data_parallel_size_is_refused(uninterrupted, training_inputs, tmp_path):
+    run_dir = shutil.copytree(uninterrupted[0], tmp_path / "copy")
+    result = subprocess.run(torchrun_cmd(training_inputs, run_dir, "train.steps=14", nproc=1), cwd=REPO,
+                            env=env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "data-parallel size 2, this run has 1" in result.stdout + result.stderr
+
+
+def test_tensor_parallel_two_processes(training_inputs, tmp_path):
+    run_dir = tmp_path / "tp2"
+    run(torchrun_cmd(training_inputs, run_dir, "parallel.tensor=2", "train.steps=8", "train.global_batch_rows=2"))
+    loss = losses(run_dir)
+    assert loss[8] < 0.85 * loss[1], loss
+
+
+def test_two_nodes_of_one_process_with_a_corrupt_shard(training_inputs, tmp_path):
+    dataset = shutil.copytree(training_inputs["dataset"], tmp_path / "dataset")
+    victim = sorted((dataset / "shards").glob("*.tar"))[0]
+    victim.write_bytes(victim.read_bytes()[:3000])
+    inputs = {**training_inputs, "dataset": dataset}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "two-nodes"
+    nodes = [subprocess.Popen(torchrun_cmd(inputs, run_dir, "train.steps=8", nproc=1, launcher=(
+        "--nnodes", "2", "--node-rank", str(rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}")),
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    outputs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    loss = losses(run_dir)
+    assert loss[8] < 0.85 * loss[1], loss
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["data/skipped_shards"] >= 1  # counted, and training went on
