@@ -47,7 +47,8 @@ def build_run_model(cfg: DictConfig):
 def special_ids(cfg: DictConfig, audio_offset: int) -> SpecialIds:
     t = cfg.tokens
     return SpecialIds(blank=t.blank, text_eos=t.text_eos, media_begin=t.media_begin, media_end=t.media_end,
-                      audio_offset=audio_offset, audio_delay=t.audio_delay)
+                      audio_offset=audio_offset, audio_delay=t.audio_delay, user_start=t.user_start,
+                      assistant_start=t.assistant_start, speech_ct=t.speech_ct, msg_end=t.msg_end)
 
 
 def text_encoder(folder: str):
@@ -65,5 +66,5 @@ def build_loader(cfg: DictConfig, dataset: str, ids: SpecialIds, encode, dp_rank
     stream = PretrainStream(dataset, rank=dp_rank, world=dp_size, seed=seed, seq_len=d.seq_len,
                             weights=dict(cfg.tasks), max_window_segments=d.max_window_segments,
                             enhanced_fraction=d.enhanced_fraction, ids=ids, encode_text=encode,
-                            text_corpus=list(d.text_corpus), strict=d.strict)
+                            text_corpus=list(d.text_corpus), strict=d.strict, instruction=d.sft_instruction)
     return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank)

@@ -15,14 +15,14 @@ import pytest
 from tests.trainer.conftest import pretrain_overrides
 
 REPO = Path(__file__).parents[2]
-SHORT = ["train.steps=12", "train.log_every=1", "train.save_every=4", "train.eval_every=0",
+SHORT = ["train.steps=12", "train.log_every=1", "train.save_every=4", "train.eval_every=6",
          "train.whisper_frozen_fraction=0.25"]
 
 
 def torchrun_cmd(inputs, run_dir, *extra, nproc=2, launcher=("--standalone",)):
     return [sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc-per-node", str(nproc),
             "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml", *pretrain_overrides(inputs, run_dir),
-            *SHORT, *extra]
+            f"train.eval_dataset={inputs['dataset']}", *SHORT, *extra]
 
 
 def env():
@@ -56,6 +56,9 @@ def test_two_processes_train_and_the_loss_falls(uninterrupted):
     assert sorted(loss) == list(range(1, 13))
     assert loss[12] < 0.75 * loss[1], loss
     assert "whisper frozen" in result.stdout  # the first 25% of steps
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
+    assert len(evals) == 2 and evals[1] < evals[0]  # held-out loss at steps 6 and 12
     assert (run_dir / "loss_curve.png").stat().st_size > 10_000
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text()
@@ -81,6 +84,19 @@ def test_sigkill_and_resume_gives_the_same_losses(uninterrupted, training_inputs
     resumed_line = [line for line in resumed.stdout.splitlines() if "resumed from" in line]
     assert resumed_line and resumed_line[0].endswith("step-00000008 at step 8"), resumed.stdout[-3000:]
     assert losses(run_dir) == losses(uninterrupted[0])  # bit-identical: same batches, same updates
+
+
+def test_fine_tuning_starts_from_a_pretraining_checkpoint(uninterrupted, training_inputs, tmp_path):
+    checkpoint = uninterrupted[0] / "checkpoints" / "step-00000012"
+    run_dir = tmp_path / "sft"
+    cmd = torchrun_cmd(training_inputs, run_dir, f"model.init_checkpoint={checkpoint}", "train.steps=8")
+    cmd[cmd.index("jobs.pretrain")], cmd[cmd.index("configs/pretrain/tiny.yaml")] = "jobs.sft", "configs/sft/tiny.yaml"
+    run(cmd)
+    loss = losses(run_dir)
+    assert loss[8] < 0.95 * loss[1], loss
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert set(k for r in rows for k in r if k.startswith("task/")) == {"task/sft_asr"}
+    assert rows[-1]["train/loss_audio"] == 0.0  # only the transcript carries loss
 
 
 def test_resume_with_another_data_parallel_size_is_refused(uninterrupted, training_inputs, tmp_path):

@@ -73,7 +73,8 @@ class PretrainStream:
 
     def __init__(self, dataset: str, *, rank: int, world: int, seed: int, seq_len: int, weights: dict,
                  max_window_segments: int, enhanced_fraction: float, ids: SpecialIds,
-                 encode_text: Callable[[str], list[int]], text_corpus: Sequence[str] = (), strict: bool = False):
+                 encode_text: Callable[[str], list[int]], text_corpus: Sequence[str] = (), strict: bool = False,
+                 instruction: str = ""):
         from pipeline.shards import DatasetLayout
         from pipeline.shards.manifest import read_manifest
 
@@ -81,6 +82,7 @@ class PretrainStream:
         self.seq_len, self.weights, self.max_window = seq_len, dict(weights), max_window_segments
         self.enhanced_fraction, self.ids, self.encode_text = enhanced_fraction, ids, encode_text
         self.text_corpus, self.strict = list(text_corpus), strict
+        self.instruction = encode_text(instruction) if instruction else []  # the sft_asr user prompt
         self.shards = sorted(set(read_manifest(DatasetLayout.of(dataset), columns=["shard"]).column("shard")
                                  .to_pylist()))
         if len(self.shards) < world:
@@ -179,9 +181,10 @@ class PretrainStream:
             if task == "text_only":
                 return self._text_sample()
             window, built = [], None
-            while s.segment_pos + len(window) < len(samples) and len(window) < self.max_window:
+            limit = 1 if task == "sft_asr" else self.max_window
+            while s.segment_pos + len(window) < len(samples) and len(window) < limit:
                 grown = [*window, self._segment(samples[s.segment_pos + len(window)])]
-                candidate = build_task(task, grown, self.ids)
+                candidate = build_task(task, grown, self.ids, self.instruction)
                 if len(candidate) > self.seq_len:
                     break
                 window, built = grown, candidate

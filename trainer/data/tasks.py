@@ -12,7 +12,8 @@ shorter one) and marks the positions each head must predict:
 
 Tasks (report order, weights 1:7:1:1:1:1:2): audio_only (ad...), text_only (t), asr (a, t, ...),
 tts (t, ad, ...), audio_semantic (a, ad, a, ad...), audio_text (a, t, a, t...),
-audio_semantic_text (a, ad/t, a, ad/t...).
+audio_semantic_text (a, ad/t, a, ad/t...). Fine-tuning adds sft_asr, the released ASR layout (facts
+B6-B7): user turn (instruction, audio, ct, msg_end), assistant start, transcript + eos (loss), msg_end.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-TASKS = ("audio_only", "text_only", "asr", "tts", "audio_semantic", "audio_text", "audio_semantic_text")
-TASKS_NEEDING_TEXT = ("asr", "tts", "audio_text", "audio_semantic_text")
+TASKS = ("audio_only", "text_only", "asr", "tts", "audio_semantic", "audio_text", "audio_semantic_text",
+         "sft_asr")
+TASKS_NEEDING_TEXT = ("asr", "tts", "audio_text", "audio_semantic_text", "sft_asr")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class SpecialIds:
     media_end: int
     audio_offset: int
     audio_delay: int = 6
+    user_start: int = 151670       # <|im_kimia_user_msg_start|>
+    assistant_start: int = 151671  # <|im_kimia_assistant_msg_start|>
+    speech_ct: int = 151675        # <|im_kimia_speech_ct_id|>: the answer is text
+    msg_end: int = 151645          # <|im_msg_end|>
 
 
 @dataclass(frozen=True)
@@ -93,19 +99,35 @@ class _Builder:
         t = [*seg.text_ids, self.ids.text_eos]
         self.piece([self.ids.blank] * delay + ids, t, [False] * delay + [True] * len(ids), [True] * len(t), [])
 
+    def sft_asr(self, seg: SegmentInput, instruction: Sequence[int]) -> None:
+        ids = self.ids
+        self.piece([ids.user_start], [], [], [], [])
+        self.piece([], list(instruction), [], [], [])
+        self.continuous(seg)
+        self.piece([ids.speech_ct, ids.msg_end, ids.assistant_start], [], [], [], [])
+        self.text(seg.text_ids)
+        self.piece([ids.msg_end], [], [], [], [])
+
     def build(self) -> TaskSample:
         return TaskSample(self.task, np.asarray(self.a, np.int64), np.asarray(self.t, np.int64),
                           np.asarray(self.at, bool), np.asarray(self.tt, bool), np.asarray(self.cont, bool),
                           self.clips)
 
 
-def build_task(task: str, segments: Sequence[SegmentInput], ids: SpecialIds) -> TaskSample:
-    """The task's layout over a window of consecutive segments (see the module docstring)."""
+def build_task(task: str, segments: Sequence[SegmentInput], ids: SpecialIds,
+               instruction: Sequence[int] = ()) -> TaskSample:
+    """The task's layout over a window of consecutive segments (see the module docstring);
+    `instruction` is the tokenised user prompt of sft_asr."""
     if task not in TASKS or task == "text_only":
         raise ValueError(f"{task!r} is not a task over audio segments; text_only uses build_text_only")
     if task in TASKS_NEEDING_TEXT and any(s.text_ids is None for s in segments):
         raise ValueError(f"task {task} needs transcripts")
     b = _Builder(task, ids)
+    if task == "sft_asr":
+        if len(segments) != 1:
+            raise ValueError("sft_asr takes one segment per sample")
+        b.sft_asr(segments[0], instruction)
+        return b.build()
     for index, seg in enumerate(segments):
         odd = index % 2 == 1  # interleaving tasks alternate: a1, x2, a3, x4, ...
         if task == "audio_only":

@@ -74,3 +74,15 @@ def test_mixture_frequencies_follow_the_weights():
         assert draws.count(task) / len(draws) == pytest.approx(w / 14, abs=0.01)
     no_text = {draw_task(rng, weights, has_text=False) for _ in range(2000)}
     assert no_text == {"audio_only", "text_only", "audio_semantic"}
+
+
+def test_sft_asr_follows_the_released_prompt_table():
+    s = build_task("sft_asr", [seg([5, 6], [11, 12])], IDS, instruction=[21, 22])
+    blank = B
+    # facts B6 (ASR prompt) + B7 (SFT: transcript + eos, then msg_end)
+    assert s.audio_ids.tolist() == [151670, blank, blank, MB, OFF + 5, OFF + 6, ME, 151675, 151645, 151671,
+                                    blank, blank, blank, 151645]
+    assert s.text_ids.tolist() == [blank, 21, 22, blank, blank, blank, blank, blank, blank, blank, 11, 12, EOS,
+                                   blank]
+    assert s.text_ids[s.text_targets].tolist() == [11, 12, EOS] and not s.audio_targets.any()
+    assert s.continuous.tolist() == [False] * 4 + [True, True] + [False] * 8
