@@ -20,6 +20,7 @@ bench: setup
 	$(PY) -m bench.curate
 	$(PY) -m bench.tokenize
 	$(PY) -m bench.model
+	$(PY) -m bench.loader
 
 clean:
 	rm -rf demo_out bench_out models .pytest_cache

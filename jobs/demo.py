@@ -1,14 +1,20 @@
-"""`make demo`: generated dialogs with known truth -> the curation job (embedded Ray) -> inspection.
+"""`make demo`: generated dialogs with known truth -> the curation job (embedded Ray) -> inspection
+-> pretraining and fine-tuning the tiny model on the shards.
 
     python -m jobs.demo --config configs/demo.yaml [key=value ...]
 
 Builds the offline model folders, generates recordings (kept when already there), runs
 `jobs.curate`, scores the diarization against the generated truth (pyannote.metrics), and runs
-`audiomill-shards` ls, stats, verify and plot on the result. Rerunning adds nothing.
+`audiomill-shards` ls, stats, verify and plot on the result. Then it pretrains the tiny model on the
+shards with `torchrun` (two processes) and fine-tunes it (`jobs.pretrain`, `jobs.sft`), printing the
+loss at the start and the end. Rerunning adds nothing: curation skips what is done, training resumes
+from its last checkpoint.
 """
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,6 +94,56 @@ def diarization_error_rate(dataset: Path, truth: dict[str, dict], collar: float)
     return abs(metric)
 
 
+def build_training_inputs(cfg: DictConfig, folder: Path) -> list[str]:
+    """Text tokenizer and corpus from the demo's sentences, and a tiny Whisper: overrides for training."""
+    from model.tiny_folders import write_tiny_text_tokenizer, write_tiny_whisper
+
+    sentences = list(cfg.sentences)
+    corpus = [f"{a} {b}" for a in sentences for b in sentences]
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "text-tokenizer" / "tokenizer.json").is_file():
+        write_tiny_text_tokenizer(folder / "text-tokenizer", corpus + sentences)
+    if not (folder / "whisper" / "config.json").is_file():
+        write_tiny_whisper(folder / "whisper")
+    atomic_write_bytes(folder / "corpus.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in corpus).encode())
+    return [f"data.text_tokenizer={folder / 'text-tokenizer'}", f"data.text_corpus=[{folder / 'corpus.jsonl'}]",
+            f"model.whisper={folder / 'whisper'}"]
+
+
+def torchrun(cfg: DictConfig, job: str, config: str, overrides: list[str]) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(cfg.train.processes), "-m", job, "--config", config, *overrides]
+    print(f"\n$ torchrun --standalone --nproc-per-node {cfg.train.processes} -m {job} --config {config} ...", flush=True)
+    return subprocess.run(command, env=env).returncode
+
+
+def first_and_last_loss(run_dir: Path) -> tuple[float, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return rows[0]["train/loss"], rows[-1]["train/loss"]
+
+
+def train_on_shards(cfg: DictConfig, workdir: Path, dataset: Path) -> int:
+    inputs = build_training_inputs(cfg, workdir / "training-inputs")
+    pretrain_dir, sft_dir = workdir / "runs" / "pretrain", workdir / "runs" / "sft"
+    status = torchrun(cfg, "jobs.pretrain", cfg.train.pretrain.config,
+                      [f"run_dir={pretrain_dir}", f"data.dataset={dataset}", *inputs, *cfg.train.pretrain.overrides])
+    if status != 0:
+        return status
+    latest = pretrain_dir / "checkpoints" / (pretrain_dir / "checkpoints" / "latest").read_text().strip()
+    status = torchrun(cfg, "jobs.sft", cfg.train.sft.config,
+                      [f"run_dir={sft_dir}", f"data.dataset={dataset}", f"model.init_checkpoint={latest}",
+                       *[o for o in inputs if not o.startswith("data.text_corpus")], *cfg.train.sft.overrides])
+    if status != 0:
+        return status
+    for name, run_dir in (("pretraining", pretrain_dir), ("fine-tuning", sft_dir)):
+        first, last = first_and_last_loss(run_dir)
+        print(f"{name}: loss {first:.3f} -> {last:.3f}; loss curve {run_dir / 'loss_curve.png'}")
+    return 0
+
+
 def main(cfg: DictConfig) -> int:
     workdir = Path(cfg.workdir)
     raw, dataset, plots = workdir / "raw", workdir / "curated", workdir / "plots"
@@ -111,7 +167,7 @@ def main(cfg: DictConfig) -> int:
         status = shards_cli.main([command[0], str(dataset), *command[1:]])
         if status != 0:
             return status
-    return 0
+    return train_on_shards(cfg, workdir, dataset)
 
 
 if __name__ == "__main__":

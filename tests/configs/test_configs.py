@@ -13,11 +13,32 @@ def test_there_are_configs():
     assert CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+RUN_ARGUMENTS = {  # what each kind of job takes on the command line
+    "curate": {"input", "output"},
+    "pretrain": {"run_dir", "data.dataset", "data.text_tokenizer", "model.whisper", "model.init_checkpoint"},
+    "sft": {"run_dir", "data.dataset", "data.text_tokenizer", "model.whisper", "model.init_checkpoint"},
+    "configs": set(),
+}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_and_leaves_only_the_run_arguments_open(path):
     cfg = load_config(str(path))
-    assert OmegaConf.missing_keys(cfg) <= {"input", "output"}  # given on the command line
+    assert OmegaConf.missing_keys(cfg) <= RUN_ARGUMENTS[path.parent.name]  # given on the command line
     OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name in ("pretrain", "sft")],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_training_configs_name_a_model_preset_and_the_seven_tasks(path):
+    from model.config import PRESETS
+    from trainer.data.tasks import TASKS
+
+    cfg = load_config(str(path))
+    assert cfg.model.preset in PRESETS
+    assert set(cfg.tasks) == set(TASKS) and sum(cfg.tasks.values()) > 0
+    if path.parent.name == "pretrain":  # report Table 3, in its order
+        assert [cfg.tasks[t] for t in TASKS[:7]] == [1, 7, 1, 1, 1, 1, 2]
 
 
 def test_demo_config_values():

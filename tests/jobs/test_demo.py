@@ -9,14 +9,16 @@ from tests.jobs.conftest import REPO, ray_env
 
 OVERRIDES = ["recordings=2", "long_recordings=1", "long_recording_minutes=0.6", "turns_per_recording=[3,4]",
              "curate.overrides=[decode.max_session_minutes=0.4,decode.split_search_seconds=10,"
-             "quality.dnsmos=false,ray.progress_bars=false,shards.target_samples=8]"]
+             "quality.dnsmos=false,ray.progress_bars=false,shards.target_samples=4]",
+             "train.pretrain.overrides=[train.steps=16,train.log_every=4,train.eval_every=0]",
+             "train.sft.overrides=[train.steps=4,train.log_every=2,train.eval_every=0]"]
 
 
 def run_demo(workdir, ray_cluster):
     env = {**ray_env(), "RAY_ADDRESS": ray_cluster[0]}  # the session's cluster, not a second embedded Ray
     return subprocess.run([sys.executable, "-m", "jobs.demo", "--config", "configs/demo.yaml",
                            f"workdir={workdir}", *OVERRIDES], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=900)
 
 
 def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_cluster):
@@ -31,6 +33,12 @@ def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_clus
     sessions = {r["recording_id"] for r in rows if r["source"].endswith("long-000.wav")}
     assert len(sessions) >= 2 and all("-s" in s for s in sessions)  # the long recording was split
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+    # the tiny model trained on the curated shards under torchrun, then fine-tuned
+    pretrain = next(line for line in out.splitlines() if line.startswith("pretraining: loss"))
+    first, last = (float(x) for x in pretrain.split("loss ")[1].split(";")[0].split(" -> "))
+    assert last < 0.8 * first, pretrain
+    assert (tmp_path / "runs" / "pretrain" / "loss_curve.png").is_file()
+    assert (tmp_path / "runs" / "sft" / "checkpoints" / "step-00000004").is_dir()
 
     second = run_demo(tmp_path, ray_cluster)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -39,3 +47,4 @@ def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_clus
     assert "recordings committed" not in second.stdout
     assert sorted(r["key"] for r in read_manifest(DatasetLayout.of(dataset)).to_pylist()) == sorted(
         r["key"] for r in rows)
+    assert "resumed from" in second.stdout and "done at step 16" in second.stdout  # training adds nothing
