@@ -31,7 +31,7 @@ from trainer.data.loader import BatchLoader
 from trainer.data.stream import PretrainStream
 from trainer.data.tasks import TASKS, SpecialIds
 
-IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512)
+IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512, audio_vocab_size=512)
 WEIGHTS = dict(zip(TASKS, [1, 7, 1, 1, 1, 1, 2]))
 
 

@@ -22,7 +22,7 @@ from model.parallel import init_parallel, shutdown_parallel
 from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from trainer.metrics import MetricsLog
 from trainer.optim import build_training, freeze_whisper_for_this_step
-from trainer.setup import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
+from trainer.build import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
 from trainer.step import run_micro_batch
 
 
@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> int:
 
     model = build_run_model(cfg)
     training = build_training(model, cfg.optim, t.steps)
-    ids, encode = special_ids(cfg, model.cfg.audio_token_offset), text_encoder(cfg.data.text_tokenizer)
+    ids, encode = special_ids(cfg, model.cfg), text_encoder(cfg.data.text_tokenizer)
     loader = build_loader(cfg, cfg.data.dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed)
 
     step, seen = 0, {"tokens": 0, "audio_hours": 0.0}

@@ -147,6 +147,9 @@ class PretrainStream:
     def _segment(self, sample) -> SegmentInput:
         if sample.tokens is None:
             raise DataError(f"{self.dataset}: sample {sample.key} has no semantic tokens (curate with tokenize on)")
+        if len(sample.tokens) and int(sample.tokens.max()) >= self.ids.audio_vocab_size:
+            raise DataError(f"{sample.key}: semantic token {int(sample.tokens.max())} is outside the model's "
+                            f"{self.ids.audio_vocab_size} audio ids (a different tokenizer than the model's?)")
         use_enhanced = sample.enhanced is not None and self.rng.random() < self.enhanced_fraction
         text = sample.record.text
         return SegmentInput(np.asarray(sample.tokens, np.int64),

@@ -35,6 +35,7 @@ class SpecialIds:
     media_begin: int
     media_end: int
     audio_offset: int
+    audio_vocab_size: int = 16384  # semantic tokenizer ids: audio ids run from audio_offset for this many
     audio_delay: int = 6
     user_start: int = 151670       # <|im_kimia_user_msg_start|>
     assistant_start: int = 151671  # <|im_kimia_assistant_msg_start|>

@@ -8,7 +8,7 @@ from trainer.data.loader import BatchLoader
 from trainer.data.stream import DataError, PretrainStream, rank_shards
 from trainer.data.tasks import TASKS, SpecialIds
 
-IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512)
+IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512, audio_vocab_size=512)
 WEIGHTS = dict(zip(TASKS, [1, 7, 1, 1, 1, 1, 2]))
 
 
@@ -75,3 +75,13 @@ def test_a_corrupt_shard_is_skipped_and_counted_or_fatal_when_strict(training_in
 def test_more_ranks_than_shards_is_refused(training_inputs):
     with pytest.raises(DataError, match="every rank needs at least one"):
         loader(training_inputs, rank=0, world=50)
+
+
+def test_tokens_outside_the_models_audio_range_are_a_clear_error(training_inputs):
+    from dataclasses import replace
+
+    narrow = loader(training_inputs)
+    narrow.stream.ids = replace(IDS, audio_vocab_size=4)
+    with pytest.raises(DataError, match="outside the model's 4 audio ids"):
+        for _ in range(4):
+            narrow.next_batch()

@@ -4,7 +4,7 @@ import numpy as np
 from trainer.data.packing import pack_rows
 from trainer.data.tasks import SpecialIds, build_text_only, build_task, SegmentInput
 
-IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512)
+IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512, audio_vocab_size=512)
 
 
 def test_two_samples_in_a_row_learn_nothing_across_their_border():
