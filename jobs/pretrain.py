@@ -115,8 +115,7 @@ def main(cfg: DictConfig) -> int:
         seen["audio_hours"] += audio_positions / 12.5 / 3600
         window_tokens += tokens
         if step % t.log_every == 0 or step == t.steps:
-            skipped_shards, skipped_segments = all_reduce_sum([loader.stream.state().skipped_shards,
-                                                               loader.stream.state().skipped_segments])
+            skipped_shards, skipped_segments = all_reduce_sum(list(loader.skipped()))
             elapsed = time.perf_counter() - window_started
             wait = (loader.wait_seconds - wait_before) / elapsed
             lr = training.optimizer.param_groups[0]["lr"]

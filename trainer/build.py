@@ -10,6 +10,7 @@ from model.config import model_preset
 from model.kimi_audio import build_model
 from trainer.data.loader import BatchLoader
 from trainer.data.stream import PretrainStream
+from trainer.data.workers import WorkerBatchLoader
 from trainer.data.tasks import SpecialIds
 
 
@@ -62,10 +63,18 @@ def text_encoder(folder: str):
 
 
 def build_loader(cfg: DictConfig, dataset: str, ids: SpecialIds, encode, dp_rank: int, dp_size: int,
-                 seed: int) -> BatchLoader:
+                 seed: int) -> BatchLoader | WorkerBatchLoader:
+    """In-process with `data.num_workers: 0`; otherwise worker processes, each its own share of shards."""
     d = cfg.data
-    stream = PretrainStream(dataset, rank=dp_rank, world=dp_size, seed=seed, seq_len=d.seq_len,
-                            weights=dict(cfg.tasks), max_window_segments=d.max_window_segments,
-                            enhanced_fraction=d.enhanced_fraction, ids=ids, encode_text=encode,
-                            text_corpus=list(d.text_corpus), strict=d.strict, instruction=d.sft_instruction)
-    return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank)
+
+    def make_loader(worker: int, num_workers: int) -> BatchLoader:
+        stream = PretrainStream(dataset, rank=dp_rank * num_workers + worker, world=dp_size * num_workers,
+                                seed=seed, seq_len=d.seq_len, weights=dict(cfg.tasks),
+                                max_window_segments=d.max_window_segments, enhanced_fraction=d.enhanced_fraction,
+                                ids=ids, encode_text=encode, text_corpus=list(d.text_corpus), strict=d.strict,
+                                instruction=d.sft_instruction)
+        return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank)
+
+    if d.num_workers == 0:
+        return make_loader(0, 1)
+    return WorkerBatchLoader(make_loader, d.num_workers, prefetch=d.prefetch_batches)

@@ -131,3 +131,25 @@ def test_two_nodes_of_one_process_with_a_corrupt_shard(training_inputs, tmp_path
     assert loss[8] < 0.85 * loss[1], loss
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["data/skipped_shards"] >= 1  # counted, and training went on
+
+
+def test_sigterm_saves_and_loader_workers_resume_exactly(training_inputs, tmp_path):
+    extra = ["data.num_workers=2", "train.steps=8", "train.eval_every=0", "train.save_every=100"]
+    reference = tmp_path / "reference"
+    run(torchrun_cmd(training_inputs, reference, *extra, nproc=1))
+    run_dir = tmp_path / "terminated"
+    proc = subprocess.Popen(torchrun_cmd(training_inputs, run_dir, *extra, nproc=1), cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on; the trainer saves at the step boundary
+    out = proc.communicate(timeout=120)[0]
+    assert "stopped by SIGTERM" in out, out[-3000:]
+    stopped_at = max(losses(run_dir))
+    assert stopped_at < 8 and (run_dir / "checkpoints" / f"step-{stopped_at:08d}").is_dir()
+
+    resumed = run(torchrun_cmd(training_inputs, run_dir, *extra, nproc=1))
+    assert f"at step {stopped_at}" in resumed.stdout
+    assert losses(run_dir) == losses(reference)

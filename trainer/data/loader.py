@@ -21,6 +21,11 @@ class BatchLoader:
     def state(self) -> dict:
         return (self._pending[0][0] if self._pending else self.stream.state()).to_dict()
 
+    def skipped(self) -> tuple[int, int]:
+        """(unreadable shards, segments too long for a row) skipped so far."""
+        state = self.stream.state()
+        return state.skipped_shards, state.skipped_segments
+
     def load_state(self, state: dict) -> None:
         self.stream.load_state(StreamState(**state))
         self._pending = []
