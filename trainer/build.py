@@ -73,7 +73,7 @@ def build_loader(cfg: DictConfig, dataset: str, ids: SpecialIds, encode, dp_rank
                                 max_window_segments=d.max_window_segments, enhanced_fraction=d.enhanced_fraction,
                                 ids=ids, encode_text=encode, text_corpus=list(d.text_corpus), strict=d.strict,
                                 instruction=d.sft_instruction)
-        return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank)
+        return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank, shuffle_buffer=d.shuffle_buffer)
 
     if d.num_workers == 0:
         return make_loader(0, 1)

@@ -1,50 +1,79 @@
-"""Micro-batches of packed rows for one data-parallel rank, with a state that resumes exactly.
+"""Micro-batches of packed rows for one data-parallel rank (or loader worker), resumable exactly.
 
-The state is the stream's state from before the one sample held back (the sample that did not fit the
-last row), so a restored loader regenerates that sample and every later one identically.
+Samples pass through a shuffle buffer: a random one of the last `shuffle_buffer` samples goes next.
+The state does not hold the buffered samples (they carry audio); it holds the stream state from before
+each of them was drawn, and a restored loader regenerates each one from its state (the stream is
+deterministic given its state). The same goes for the one sample held back because it did not fit the
+last row. So a restored loader yields exactly the batches that followed the saved one.
 """
 from __future__ import annotations
 
 import time
+from typing import Optional
+
+import numpy as np
 
 from trainer.data.packing import PackedBatch, pack_rows
 from trainer.data.stream import PretrainStream, StreamState
 from trainer.data.tasks import TaskSample
 
+Drawn = tuple[StreamState, TaskSample]  # a sample and the stream state it was drawn from
+
 
 class BatchLoader:
-    def __init__(self, stream: PretrainStream, seq_len: int, rows_per_batch: int, pad_id: int):
+    def __init__(self, stream: PretrainStream, seq_len: int, rows_per_batch: int, pad_id: int,
+                 shuffle_buffer: int = 1):
         self.stream, self.seq_len, self.rows_per_batch, self.pad_id = stream, seq_len, rows_per_batch, pad_id
-        self._pending: list[tuple[StreamState, TaskSample]] = []
-        self.wait_seconds = 0.0  # time spent producing batches (data wait of a synchronous loader)
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.rng = np.random.default_rng([stream.seed, stream.rank, 1])
+        self._buffer: list[Drawn] = []
+        self._held: Optional[Drawn] = None
+        self.wait_seconds = 0.0  # time spent producing batches (data wait of an in-process loader)
+
+    def _draw(self) -> Drawn:
+        before = self.stream.state()
+        return before, next(self.stream)
+
+    def _regenerate(self, state: dict) -> Drawn:
+        self.stream.load_state(StreamState(**state))
+        return self._draw()
 
     def state(self) -> dict:
-        return (self._pending[0][0] if self._pending else self.stream.state()).to_dict()
+        return {"stream": self.stream.state().to_dict(), "buffer": [s.to_dict() for s, _ in self._buffer],
+                "held": None if self._held is None else self._held[0].to_dict(),
+                "shuffle_rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict) -> None:
+        self._buffer = [self._regenerate(s) for s in state["buffer"]]
+        self._held = None if state["held"] is None else self._regenerate(state["held"])
+        self.stream.load_state(StreamState(**state["stream"]))
+        self.rng.bit_generator.state = state["shuffle_rng"]
 
     def skipped(self) -> tuple[int, int]:
         """(unreadable shards, segments too long for a row) skipped so far."""
         state = self.stream.state()
         return state.skipped_shards, state.skipped_segments
 
-    def load_state(self, state: dict) -> None:
-        self.stream.load_state(StreamState(**state))
-        self._pending = []
-
-    def _next_sample(self) -> tuple[StreamState, TaskSample]:
-        if self._pending:
-            return self._pending.pop()
-        before = self.stream.state()
-        return before, next(self.stream)
+    def _next_sample(self) -> Drawn:
+        if self._held is not None:
+            drawn, self._held = self._held, None
+            return drawn
+        while len(self._buffer) < self.shuffle_buffer:
+            self._buffer.append(self._draw())
+        pick = int(self.rng.integers(len(self._buffer)))
+        self._buffer[pick], self._buffer[-1] = self._buffer[-1], self._buffer[pick]
+        return self._buffer.pop()
 
     def next_batch(self) -> PackedBatch:
         started = time.perf_counter()
         samples: list[TaskSample] = []
         rows, used = 1, 0
         while True:
-            before, sample = self._next_sample()
+            drawn = self._next_sample()
+            sample = drawn[1]
             if used + len(sample) > self.seq_len:
                 if rows == self.rows_per_batch:
-                    self._pending.append((before, sample))
+                    self._held = drawn
                     break
                 rows, used = rows + 1, 0
             samples.append(sample)

@@ -72,7 +72,7 @@ class WorkerBatchLoader:
     def skipped(self) -> tuple[int, int]:
         """(unreadable shards, segments too long for a row) skipped so far, over all workers."""
         seen = [s for s in self.states if s is not None]
-        return sum(s["skipped_shards"] for s in seen), sum(s["skipped_segments"] for s in seen)
+        return (sum(s["stream"]["skipped_shards"] for s in seen), sum(s["stream"]["skipped_segments"] for s in seen))
 
     def state(self) -> dict:
         return {"num_workers": self.num_workers, "consumed": self.consumed, "workers": list(self.states)}

@@ -12,14 +12,15 @@ IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_
 WEIGHTS = dict(zip(TASKS, [1, 7, 1, 1, 1, 1, 2]))
 
 
-def loader(inputs, dataset=None, rank=0, world=1, **changes):
+def loader(inputs, dataset=None, rank=0, world=1, shuffle_buffer=4, **changes):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(inputs["text_tokenizer"])
     args = dict(rank=rank, world=world, seed=3, seq_len=160, weights=WEIGHTS, max_window_segments=3,
                 enhanced_fraction=0.5, ids=IDS, encode_text=lambda t: tok.encode(t, add_special_tokens=False),
                 text_corpus=[str(inputs["corpus"])], **changes)
-    return BatchLoader(PretrainStream(str(dataset or inputs["dataset"]), **args), 160, 2, pad_id=500)
+    return BatchLoader(PretrainStream(str(dataset or inputs["dataset"]), **args), 160, 2, pad_id=500,
+                       shuffle_buffer=shuffle_buffer)
 
 
 def same(a, b):
@@ -45,6 +46,16 @@ def test_a_restored_state_replays_exactly_the_batches_that_followed(training_inp
     second.load_state(state)
     assert all(same(a, b) for a, b in zip(expected, (second.next_batch() for _ in range(6))))
     assert first.stream.state().epoch >= 1
+
+
+def test_the_shuffle_buffer_reorders_samples_and_loses_none(training_inputs):
+    plain, shuffled = loader(training_inputs, shuffle_buffer=1), loader(training_inputs, shuffle_buffer=6)
+    key = lambda drawn: (drawn[1].task, tuple(drawn[1].audio_ids), tuple(drawn[1].text_ids))  # noqa: E731
+    first = [key(plain._next_sample()) for _ in range(35)]
+    mixed = [key(shuffled._next_sample()) for _ in range(30)]
+    assert mixed != first[:30]
+    # the stream underneath is the same: at most 5 samples wait in the buffer at any time
+    assert set(first[:25]) <= set(mixed) <= set(first)
 
 
 def test_batches_hold_every_task_and_both_streams(training_inputs):
