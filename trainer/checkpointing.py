@@ -33,11 +33,14 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
-    marker = checkpoints_dir(run_dir) / "latest"
-    if not marker.is_file():
-        return None
-    folder = checkpoints_dir(run_dir) / marker.read_text().strip()
-    return folder if (folder / "trainer_state.json").is_file() else None
+    """The newest complete checkpoint: the one `latest` names, else the newest complete `step-N`."""
+    root = checkpoints_dir(run_dir)
+    marker = root / "latest"
+    if marker.is_file() and (root / marker.read_text().strip() / "trainer_state.json").is_file():
+        return root / marker.read_text().strip()
+    complete = sorted(p for p in root.glob("step-*") if not p.name.endswith(".partial")
+                      and (p / "trainer_state.json").is_file())
+    return complete[-1] if complete else None
 
 
 def save_training_checkpoint(run_dir: str | Path, step: int, model, training, loader_state: dict, dp_rank: int,
