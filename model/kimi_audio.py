@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from megatron.core.transformer.module import MegatronModule
 from torch import Tensor, nn
 
 from model.config import KimiAudioConfig
@@ -76,13 +77,7 @@ def build_block(cfg: KimiAudioConfig, num_layers: int, final_norm: bool):
     return TransformerBlock(cfg.transformer_config(num_layers), layer_spec(cfg), post_layer_norm=final_norm)
 
 
-def _megatron_module():
-    from megatron.core.transformer.module import MegatronModule
-
-    return MegatronModule
-
-
-class KimiAudioModel(_megatron_module()):
+class KimiAudioModel(MegatronModule):
     """Embedding, shared layers, two heads. `whisper` (a `WhisperFeatureEncoder`) is optional: without it
     the caller passes precomputed stacked features. A MegatronModule, so `sharded_state_dict()` gives
     distributed checkpoints that load at another tensor-parallel size."""
