@@ -22,6 +22,7 @@ from trainer.data.tasks import (
 )
 
 log = logging.getLogger(__name__)
+MAX_SKIPPED_IN_A_ROW = 10_000  # past this, no sample can be built: stop instead of spinning
 
 
 class DataError(RuntimeError):
@@ -165,16 +166,20 @@ class PretrainStream:
     def _corpus_from(self, skip: int) -> Iterator[str]:
         consumed = 0
         while True:  # the corpus repeats when exhausted
+            start = consumed
             for doc in iter_text_corpus(self.text_corpus):
                 if consumed >= skip:
                     yield doc
                 consumed += 1
+            if consumed == start:
+                raise DataError(f"the text corpus {self.text_corpus} holds no documents")
 
     def __iter__(self) -> "PretrainStream":
         return self
 
     def __next__(self) -> TaskSample:
         s = self._state
+        skipped_in_a_row = 0
         while True:
             if self._recording is None:
                 self._recording = self._next_recording()
@@ -193,6 +198,10 @@ class PretrainStream:
                 window, built = grown, candidate
             if built is None:  # its first segment alone is longer than seq_len
                 s.skipped_segments += 1
+                skipped_in_a_row += 1
+                if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+                    raise DataError(f"{skipped_in_a_row} segments in a row do not fit seq_len {self.seq_len} "
+                                    "on their own: raise data.seq_len or curate shorter segments")
                 taken = 1
             else:
                 taken = len(window)

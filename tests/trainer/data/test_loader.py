@@ -18,8 +18,9 @@ def loader(inputs, dataset=None, rank=0, world=1, shuffle_buffer=4, **changes):
     tok = AutoTokenizer.from_pretrained(inputs["text_tokenizer"])
     args = dict(rank=rank, world=world, seed=3, seq_len=160, weights=WEIGHTS, max_window_segments=3,
                 enhanced_fraction=0.5, ids=IDS, encode_text=lambda t: tok.encode(t, add_special_tokens=False),
-                text_corpus=[str(inputs["corpus"])], **changes)
-    return BatchLoader(PretrainStream(str(dataset or inputs["dataset"]), **args), 160, 2, pad_id=500,
+                text_corpus=[str(inputs["corpus"])])
+    args.update(changes)
+    return BatchLoader(PretrainStream(str(dataset or inputs["dataset"]), **args), args["seq_len"], 2, pad_id=500,
                        shuffle_buffer=shuffle_buffer)
 
 
@@ -96,3 +97,12 @@ def test_tokens_outside_the_models_audio_range_are_a_clear_error(training_inputs
     with pytest.raises(DataError, match="outside the model's 4 audio ids"):
         for _ in range(4):
             narrow.next_batch()
+
+
+def test_segments_too_long_for_any_row_are_a_clear_error_not_a_spin(training_inputs, monkeypatch):
+    from trainer.data import stream
+
+    monkeypatch.setattr(stream, "MAX_SKIPPED_IN_A_ROW", 20)
+    tiny_rows = loader(training_inputs, seq_len=3, weights={"audio_only": 1})
+    with pytest.raises(DataError, match="do not fit seq_len 3"):
+        tiny_rows.next_batch()
