@@ -34,6 +34,13 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is true on one: all ranks must stop (and save) at the same step."""
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
     """Mean loss over `eval_batches` micro-batches of the held-out dataset (the same ones every time)."""
     loader = build_loader(cfg, cfg.train.eval_dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed + 1)
@@ -86,7 +93,8 @@ def main(cfg: DictConfig) -> int:
     frozen_steps = math.ceil(t.whisper_frozen_fraction * t.steps)
     window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
     ddp_model = training.ddp_model
-    while step < t.steps and not stop["now"]:
+    stopping = False  # agreed by all ranks; stop["now"] is this rank's signal handler alone
+    while step < t.steps and not stopping:
         whisper_frozen = step < frozen_steps
         ddp_model.zero_grad_buffer()
         training.optimizer.zero_grad()
@@ -134,12 +142,13 @@ def main(cfg: DictConfig) -> int:
                 + ("  whisper frozen" if whisper_frozen else "")
                 + (f"  skipped shards {skipped_shards:.0f}" if skipped_shards else "")))
             window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
-        if step % t.save_every == 0 or step == t.steps or stop["now"]:
+        stopping = any_rank(stop["now"])  # a SIGTERM may reach the ranks on either side of a step boundary
+        if step % t.save_every == 0 or step == t.steps or stopping:
             checkpoint()
     metrics.close()
     if rank0:
         curve = metrics.plot_loss_curve()
-        print(f"pretrain: {'stopped by SIGTERM' if stop['now'] else 'done'} at step {step}; "
+        print(f"pretrain: {'stopped by SIGTERM' if stopping else 'done'} at step {step}; "
               f"checkpoints in {cfg.run_dir}/checkpoints, loss curve {curve}", flush=True)
     shutdown_parallel()
     return 0
