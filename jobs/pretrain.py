@@ -54,7 +54,7 @@ def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
     return total / count
 
 
-def main(cfg: DictConfig) -> int:
+def main(cfg: DictConfig, job: str = "pretrain") -> int:
     torch.set_num_threads(cfg.train.threads)
     init_parallel(cfg.parallel.tensor, cfg.parallel.pipeline, seed=cfg.seed)
     dp_rank, dp_size, tp_rank = parallel_ranks()
@@ -77,7 +77,7 @@ def main(cfg: DictConfig) -> int:
         loader.load_state(loader_state)
         step, seen = state["step"], state["seen"]
         if rank0:
-            print(f"pretrain: resumed from {resume} at step {step}", flush=True)
+            print(f"{job}: resumed from {resume} at step {step}", flush=True)
     metrics = MetricsLog(cfg.run_dir, enabled=rank0, resume_step=step)
     if rank0:
         OmegaConf.save(cfg, f"{cfg.run_dir}/config.yaml")
@@ -148,7 +148,7 @@ def main(cfg: DictConfig) -> int:
     metrics.close()
     if rank0:
         curve = metrics.plot_loss_curve()
-        print(f"pretrain: {'stopped by SIGTERM' if stopping else 'done'} at step {step}; "
+        print(f"{job}: {'stopped by SIGTERM' if stopping else 'done'} at step {step}; "
               f"checkpoints in {cfg.run_dir}/checkpoints, loss curve {curve}", flush=True)
     shutdown_parallel()
     return 0

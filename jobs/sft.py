@@ -15,4 +15,4 @@ from jobs.cli import parse_job_args
 from jobs.pretrain import main
 
 if __name__ == "__main__":  # dist checkpoint saving re-imports __main__ in helper processes
-    sys.exit(main(parse_job_args(__doc__.splitlines()[0])))
+    sys.exit(main(parse_job_args(__doc__.splitlines()[0]), job="sft"))
