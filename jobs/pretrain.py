@@ -17,13 +17,14 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from jobs.cli import parse_job_args
-from model.cpu_compat import optimizer_on_cpu
+from model.cpu_compat import cuda_tensors_on_cpu
 from model.parallel import init_parallel, shutdown_parallel
 from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from trainer.metrics import MetricsLog
 from trainer.optim import build_training, freeze_whisper_for_this_step
 from trainer.build import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
-from trainer.step import run_micro_batch
+from trainer.data.tasks import TASKS
+from trainer.step import forward_backward
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:
@@ -46,18 +47,17 @@ def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
     loader = build_loader(cfg, cfg.train.eval_dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed + 1)
     ddp_model.eval()
     with torch.no_grad():
-        losses = [float(run_micro_batch(ddp_model, model, loader.next_batch(), whisper_frozen=True,
-                                        normalisation=cfg.train.loss_normalisation,
-                                        audio_offset=ids.audio_offset).loss) for _ in range(cfg.train.eval_batches)]
+        out = forward_backward(ddp_model, model, [loader.next_batch() for _ in range(cfg.train.eval_batches)],
+                               whisper_frozen=True, normalisation=cfg.train.loss_normalisation,
+                               audio_offset=ids.audio_offset, forward_only=True)
     ddp_model.train()
-    total, count = all_reduce_sum([sum(losses), len(losses)])
-    return total / count
+    return all_reduce_sum([out.loss])[0] / dp_size
 
 
 def main(cfg: DictConfig, job: str = "pretrain") -> int:
     torch.set_num_threads(cfg.train.threads)
     init_parallel(cfg.parallel.tensor, cfg.parallel.pipeline, seed=cfg.seed)
-    dp_rank, dp_size, tp_rank = parallel_ranks()
+    dp_rank, dp_size, keeps_loader_state = parallel_ranks()
     rank0 = dist.get_rank() == 0
     t = cfg.train
     accumulation, rest = divmod(t.global_batch_rows, cfg.data.micro_batch_rows * dp_size)
@@ -86,7 +86,7 @@ def main(cfg: DictConfig, job: str = "pretrain") -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # checkpoint at the step boundary, exit
 
     def checkpoint() -> None:
-        save_training_checkpoint(cfg.run_dir, step, model, training, loader.state(), dp_rank, tp_rank,
+        save_training_checkpoint(cfg.run_dir, step, model, training, loader.state(), dp_rank, keeps_loader_state,
                                  {"seen": seen, "data_parallel_size": dp_size,
                                   "config": OmegaConf.to_container(cfg)}, keep=t.keep_checkpoints)
 
@@ -98,27 +98,22 @@ def main(cfg: DictConfig, job: str = "pretrain") -> int:
         whisper_frozen = step < frozen_steps
         ddp_model.zero_grad_buffer()
         training.optimizer.zero_grad()
-        audio_loss = text_loss = 0.0
-        per_task: dict = {}
-        tokens = audio_positions = 0
-        for _ in range(accumulation):
-            out = run_micro_batch(ddp_model, model, loader.next_batch(), whisper_frozen=whisper_frozen,
-                                  normalisation=t.loss_normalisation, audio_offset=ids.audio_offset)
-            (out.loss / accumulation).backward()
-            audio_loss, text_loss = audio_loss + out.audio / accumulation, text_loss + out.text / accumulation
-            tokens, audio_positions = tokens + out.tokens, audio_positions + out.audio_positions
-            for task, (total, n) in out.per_task.items():
-                per_task[task] = [per_task.get(task, [0, 0])[0] + total, per_task.get(task, [0, 0])[1] + n]
+        out = forward_backward(ddp_model, model, [loader.next_batch() for _ in range(accumulation)],
+                               whisper_frozen=whisper_frozen, normalisation=t.loss_normalisation,
+                               audio_offset=ids.audio_offset)
         ddp_model.finish_grad_sync()
         if whisper_frozen:
             freeze_whisper_for_this_step(training)
-        with optimizer_on_cpu():
+        with cuda_tensors_on_cpu():
             _, grad_norm, _ = training.optimizer.step()
         training.scheduler.step(increment=1)
         step += 1
 
-        audio_loss, text_loss, tokens, audio_positions = all_reduce_sum(
-            [audio_loss / dp_size, text_loss / dp_size, tokens, audio_positions])
+        audio_loss, text_loss, tokens, audio_positions, *task_figures = all_reduce_sum(
+            [out.audio / dp_size, out.text / dp_size, out.tokens, out.audio_positions,
+             *[x for task in TASKS for x in out.per_task.get(task, (0.0, 0.0))]])
+        per_task = {task: task_figures[2 * i] / task_figures[2 * i + 1] for i, task in enumerate(TASKS)
+                    if task_figures[2 * i + 1]}
         seen["tokens"] += int(tokens)
         seen["audio_hours"] += audio_positions / 12.5 / 3600
         window_tokens += tokens
@@ -132,7 +127,7 @@ def main(cfg: DictConfig, job: str = "pretrain") -> int:
                       "train/tokens_per_s": window_tokens / elapsed, "train/data_wait_fraction": wait,
                       "train/audio_hours_seen": seen["audio_hours"], "train/tokens_seen": seen["tokens"],
                       "data/skipped_shards": skipped_shards, "data/skipped_segments": skipped_segments,
-                      **{f"task/{k}": v[0] / v[1] for k, v in per_task.items()}}
+                      **{f"task/{k}": v for k, v in per_task.items()}}
             if t.eval_every and t.eval_dataset and step % t.eval_every == 0:
                 values["eval/loss"] = evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size)
             metrics.log(step, values, console=(

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from model.config import KimiAudioConfig, KIMIA_TOKEN_OFFSET
 from model.convert import kimi_to_mcore, mcore_to_kimi, qwen2_to_mcore
 from model.hf_folder import ModelFolderError, read_config, read_state_dict
-from model.kimi_audio import KimiAudioModel, build_model
+from model.kimi_audio import KimiAudioModel, build_model, pipeline_position
 
 WEIGHTS = "weights"
 WHISPER_SUBFOLDER = "whisper-large-v3"
@@ -67,14 +67,19 @@ def whisper_from_config(raw: dict, trainable: bool = False):
     return WhisperFeatureEncoder(WhisperEncoder(config), trainable=trainable)
 
 
-def load_checkpoint(folder: str | Path, tensor_parallel: int = 1, **changes) -> KimiAudioModel:
-    """Build the model at this process's tensor-parallel size and load a checkpoint saved at any size."""
+def load_checkpoint(folder: str | Path, tensor_parallel: int = 1, pipeline_parallel: int = 1,
+                    **changes) -> KimiAudioModel:
+    """Build the model at this process's parallel layout and load a checkpoint saved at any layout."""
     from megatron.core import dist_checkpointing
 
     folder = Path(folder)
-    cfg = read_checkpoint_config(folder).with_changes(tensor_parallel=tensor_parallel, **changes)
+    layout = dict(first_stage_shared_layers=None, last_stage_shared_layers=None)  # the saver's, not ours
+    cfg = read_checkpoint_config(folder).with_changes(
+        tensor_parallel=tensor_parallel, pipeline_parallel=pipeline_parallel, **{**layout, **changes})
     whisper_config = folder / "whisper_config.json"
-    whisper = whisper_from_config(json.loads(whisper_config.read_text())) if whisper_config.is_file() else None
+    whisper = None
+    if whisper_config.is_file() and pipeline_position(cfg)[0]:  # Whisper lives on the first stage
+        whisper = whisper_from_config(json.loads(whisper_config.read_text()))
     model = build_model(cfg, whisper=whisper)
     model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(folder / WEIGHTS)))
     return model

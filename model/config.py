@@ -40,6 +40,10 @@ class KimiAudioConfig:
     init_std: float = 0.02
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
+    # Shared layers on the first / last pipeline stage (None: an even split). Both heads sit on the last
+    # stage, so a balanced 7B at PP=2 puts fewer shared layers there (e.g. last_stage_shared_layers=5).
+    first_stage_shared_layers: Optional[int] = None
+    last_stage_shared_layers: Optional[int] = None
     params_dtype: str = "float32"   # float32 on CPU, bfloat16 on GPU
     spec: str = "auto"              # "local" (megatron-core modules), "te" (Transformer Engine), "auto"
     attention_dropout: float = 0.0
@@ -71,17 +75,41 @@ class KimiAudioConfig:
             raise ValueError(f"unknown model config field(s): {unknown}")
         return cls(**data)
 
-    def transformer_config(self, num_layers: int):
-        """megatron's TransformerConfig for one block of `num_layers` layers of this model."""
+    def shared_layers_per_stage(self) -> list[int]:
+        """Shared layers on each pipeline stage, or a clear error when the layout does not add up."""
+        pp, first, last = self.pipeline_parallel, self.first_stage_shared_layers, self.last_stage_shared_layers
+        if pp == 1:
+            return [self.shared_layers]
+        fixed = {stage: n for stage, n in ((0, first), (pp - 1, last)) if n is not None}
+        middle_stages = pp - len(fixed)
+        rest = self.shared_layers - sum(fixed.values())
+        per_stage = rest // middle_stages if middle_stages else 0
+        layout = [fixed.get(stage, per_stage) for stage in range(pp)]
+        if sum(layout) != self.shared_layers or min(layout) < 1:  # megatron wants >= 1 layer per stage
+            raise ValueError(
+                f"{self.shared_layers} shared layers do not split over {pp} pipeline stages with "
+                f"first_stage_shared_layers={first}, last_stage_shared_layers={last}: every stage needs at "
+                "least one, and the stages without a fixed count share the rest evenly")
+        return layout
+
+    def transformer_config(self, num_layers: int, pipelined: bool = False):
+        """megatron's TransformerConfig for one block of `num_layers` layers of this model. `pipelined`: the
+        shared block, split over the pipeline stages; the heads live whole on the last stage."""
         from megatron.core.transformer import TransformerConfig
 
+        layout = {}
+        if pipelined and self.pipeline_parallel > 1:
+            self.shared_layers_per_stage()  # the clear error before megatron's assertion
+            layout = dict(pipeline_model_parallel_size=self.pipeline_parallel,
+                          num_layers_in_first_pipeline_stage=self.first_stage_shared_layers,
+                          num_layers_in_last_pipeline_stage=self.last_stage_shared_layers)
         return TransformerConfig(
             num_layers=num_layers, hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
             num_query_groups=self.num_query_groups, ffn_hidden_size=self.ffn_hidden_size, kv_channels=self.head_dim,
             normalization="RMSNorm", layernorm_epsilon=self.norm_eps, add_bias_linear=False,
             add_qkv_bias=self.qkv_bias, gated_linear_unit=True, activation_func=torch.nn.functional.silu,
             hidden_dropout=self.hidden_dropout, attention_dropout=self.attention_dropout,
-            tensor_model_parallel_size=self.tensor_parallel, pipeline_model_parallel_size=self.pipeline_parallel,
+            tensor_model_parallel_size=self.tensor_parallel, pipeline_dtype=self.torch_dtype, **layout,
             params_dtype=self.torch_dtype, bf16=self.params_dtype == "bfloat16",
             fp16=self.params_dtype == "float16", init_method_std=self.init_std,
             use_cpu_initialization=not torch.cuda.is_available(),

@@ -4,9 +4,10 @@ megatron-core assumes a GPU in a few places that matter here; each workaround an
 - the RNG-states tracker saves and restores *CUDA* generator states: a tracker on CPU generator states;
 - attention's scratch buffer, rotary tables, gathers and barriers allocate on
   `torch.cuda.current_device()` and call `torch.cuda.synchronize()`: both answered for the CPU;
-- the optimizer hard-codes `device='cuda'` and checks `torch.cuda.FloatTensor`: `optimizer_on_cpu()`
-  remaps those around optimizer creation and step, and gradient clipping (which asserts CUDA gradient
-  types) is replaced by the same scaling on CPU tensors.
+- the optimizer and the pipeline schedules hard-code `device='cuda'` and the optimizer checks
+  `torch.cuda.FloatTensor`: `cuda_tensors_on_cpu()` remaps those around optimizer creation, its step and
+  the forward-backward schedule, and gradient clipping (which asserts CUDA gradient types) is replaced by
+  the same scaling on CPU tensors.
 Nothing here runs when `torch.cuda.is_available()`.
 """
 from __future__ import annotations
@@ -91,8 +92,9 @@ def clip_grad_by_total_norm_cpu(parameters, max_norm, total_norm, use_decoupled_
 
 
 @contextlib.contextmanager
-def optimizer_on_cpu():
-    """Around megatron optimizer creation and `step()` on CPU: its `device='cuda'` tensors go to the CPU."""
+def cuda_tensors_on_cpu():
+    """Around megatron code that allocates on `device='cuda'` (optimizer creation and `step()`, the
+    forward-backward schedules): on CPU those tensors go to the CPU. Does nothing with CUDA."""
     if torch.cuda.is_available():
         yield
         return

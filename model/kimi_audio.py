@@ -6,6 +6,11 @@
 
 Both streams share one (vocab-parallel) embedding table; both heads predict over the whole vocabulary.
 Activations are megatron's [sequence, batch, hidden]; inputs and outputs are [batch, sequence].
+
+Pipeline parallelism splits the shared layers over the stages; the first stage also holds the embedding,
+the adaptor and Whisper, the last stage both heads and the losses. A stage after the first takes its
+input from `set_input_tensor` (megatron's schedules call it); a stage before the last returns its hidden
+states [S, B, H] for the next.
 """
 from __future__ import annotations
 
@@ -71,42 +76,74 @@ def causal_mask(seq_len: int, device) -> Tensor:
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).triu(1)[None, None]
 
 
-def build_block(cfg: KimiAudioConfig, num_layers: int, final_norm: bool):
+def build_block(cfg: KimiAudioConfig, num_layers: int, final_norm: bool, pipelined: bool = False,
+                pre_process: bool = True):
     from megatron.core.transformer.transformer_block import TransformerBlock
 
-    return TransformerBlock(cfg.transformer_config(num_layers), layer_spec(cfg), post_layer_norm=final_norm)
+    return TransformerBlock(cfg.transformer_config(num_layers, pipelined=pipelined), layer_spec(cfg),
+                            post_layer_norm=final_norm, pre_process=pre_process, post_process=final_norm)
+
+
+def pipeline_position(cfg: KimiAudioConfig) -> tuple[bool, bool]:
+    """(first stage, last stage) of this rank; both without pipeline parallelism."""
+    if cfg.pipeline_parallel == 1:
+        return True, True
+    from megatron.core import parallel_state as ps
+
+    if ps.get_pipeline_model_parallel_world_size() != cfg.pipeline_parallel:
+        raise ValueError(f"the model config says pipeline_parallel={cfg.pipeline_parallel}, the process groups "
+                         f"have {ps.get_pipeline_model_parallel_world_size()} stages")
+    return ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
 
 
 class KimiAudioModel(MegatronModule):
-    """Embedding, shared layers, two heads. `whisper` (a `WhisperFeatureEncoder`) is optional: without it
-    the caller passes precomputed stacked features. A MegatronModule, so `sharded_state_dict()` gives
-    distributed checkpoints that load at another tensor-parallel size."""
+    """Embedding, shared layers, two heads (this pipeline stage's part of them). `whisper` (a
+    `WhisperFeatureEncoder`, first stage only) is optional: without it the caller passes precomputed
+    stacked features. A MegatronModule, so `sharded_state_dict()` gives distributed checkpoints that load
+    at other tensor- and pipeline-parallel sizes (layers keep their global numbers)."""
 
     def __init__(self, cfg: KimiAudioConfig, whisper: Optional[nn.Module] = None):
         from megatron.core import tensor_parallel
         from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
         from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
-        if cfg.pipeline_parallel != 1:
-            raise NotImplementedError("pipeline parallelism is not supported yet: use tensor and data parallelism")
-        mcore = cfg.transformer_config(cfg.shared_layers)
+        from megatron.core.enums import ModelType
+
+        mcore = cfg.transformer_config(cfg.shared_layers, pipelined=True)
         super().__init__(config=mcore)
         self.cfg = cfg
-        init = init_method_normal(cfg.init_std)
-        self.embedding = tensor_parallel.VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, init_method=init,
-                                                                config=mcore)
-        self.adaptor = AudioAdaptor(cfg).to(cfg.torch_dtype)
+        self.model_type = ModelType.encoder_or_decoder  # what megatron's schedules ask of a model
+        self.pre_process, self.post_process = pipeline_position(cfg)
+        self.embedding = self.adaptor = self.text_head = self.audio_head = None
+        self.text_output = self.audio_output = None
+        if self.pre_process:
+            init = init_method_normal(cfg.init_std)
+            self.embedding = tensor_parallel.VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size,
+                                                                    init_method=init, config=mcore)
+            self.adaptor = AudioAdaptor(cfg).to(cfg.torch_dtype)
         self.rotary = RotaryEmbedding(cfg.head_dim, rotary_percent=1.0, rotary_base=cfg.rope_theta,
                                       use_cpu_initialization=mcore.use_cpu_initialization)
-        self.shared = build_block(cfg, cfg.shared_layers, final_norm=False)
-        self.text_head = build_block(cfg, cfg.text_head_layers, final_norm=True)
-        self.audio_head = build_block(cfg, cfg.audio_head_layers, final_norm=True)
-        output_init = scaled_init_method_normal(cfg.init_std, cfg.trunk_layers)
-        self.text_output = tensor_parallel.ColumnParallelLinear(
-            cfg.hidden_size, cfg.vocab_size, config=mcore, init_method=output_init, bias=False)
-        self.audio_output = tensor_parallel.ColumnParallelLinear(
-            cfg.hidden_size, cfg.vocab_size, config=mcore, init_method=output_init, bias=False)
+        self.shared = build_block(cfg, cfg.shared_layers, final_norm=False, pipelined=True,
+                                  pre_process=self.pre_process)
+        if self.post_process:
+            self.text_head = build_block(cfg, cfg.text_head_layers, final_norm=True)
+            self.audio_head = build_block(cfg, cfg.audio_head_layers, final_norm=True)
+            output_init = scaled_init_method_normal(cfg.init_std, cfg.trunk_layers)
+            self.text_output = tensor_parallel.ColumnParallelLinear(
+                cfg.hidden_size, cfg.vocab_size, config=mcore, init_method=output_init, bias=False)
+            self.audio_output = tensor_parallel.ColumnParallelLinear(
+                cfg.hidden_size, cfg.vocab_size, config=mcore, init_method=output_init, bias=False)
+        if whisper is not None and not self.pre_process:
+            raise ValueError("Whisper belongs on the first pipeline stage")
         self.whisper = whisper
+
+    def set_input_tensor(self, input_tensor) -> None:
+        """The previous stage's hidden states (megatron's schedules pass a one-element list)."""
+        if isinstance(input_tensor, (list, tuple)):
+            if len(input_tensor) != 1:
+                raise ValueError(f"one input tensor per stage, got {len(input_tensor)}")
+            input_tensor = input_tensor[0]
+        self.shared.set_input_tensor(input_tensor)
 
     def embed(self, audio_ids: Optional[Tensor], text_ids: Optional[Tensor], continuous_mask: Optional[Tensor],
               whisper_features: Optional[Tensor]) -> Tensor:
@@ -137,16 +174,23 @@ class KimiAudioModel(MegatronModule):
     def forward(self, audio_ids: Optional[Tensor] = None, text_ids: Optional[Tensor] = None, *,
                 continuous_mask: Optional[Tensor] = None, whisper_features: Optional[Tensor] = None,
                 position_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
-                targets: Optional[LossTargets] = None) -> ModelOutput:
+                targets: Optional[LossTargets] = None) -> ModelOutput | Tensor:
         """ids [B, S]; continuous_mask [B, S] bool with one feature row per True (row-major order);
-        attention_mask [B, 1, S, S] bool, True = masked (None: causal over the whole row)."""
+        attention_mask [B, 1, S, S] bool, True = masked (None: causal over the whole row). Stages after the
+        first need the ids only for their shape; a stage before the last returns its hidden states."""
         from megatron.core import tensor_parallel
 
-        hidden = self.embed(audio_ids, text_ids, continuous_mask, whisper_features).transpose(0, 1).contiguous()
-        rotary = self.rotary_embedding(hidden.shape[0], position_ids)
+        if self.pre_process:
+            hidden = self.embed(audio_ids, text_ids, continuous_mask, whisper_features).transpose(0, 1).contiguous()
+            seq_len = hidden.shape[0]
+        else:  # the previous stage's output arrives through set_input_tensor
+            hidden, seq_len = None, (audio_ids if audio_ids is not None else text_ids).shape[1]
+        rotary = self.rotary_embedding(seq_len, position_ids)
         if attention_mask is None:  # built here: megatron's default causal mask is allocated on "cuda"
-            attention_mask = causal_mask(hidden.shape[0], hidden.device)
+            attention_mask = causal_mask(seq_len, rotary.device)
         shared = self.shared(hidden, attention_mask, rotary_pos_emb=rotary)
+        if not self.post_process:
+            return shared
         text_hidden = self.text_head(shared, attention_mask, rotary_pos_emb=rotary)
         audio_hidden = self.audio_head(shared, attention_mask, rotary_pos_emb=rotary)
         text_logits, _ = self.text_output(text_hidden)

@@ -26,12 +26,14 @@ def init_parallel(tensor_parallel: int = 1, pipeline_parallel: int = 1, seed: in
 
     on_cpu = apply_cpu_compat()
     if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
         if not on_cpu:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="gloo" if on_cpu else "nccl")
+        backend = "gloo" if on_cpu else "nccl"
+        if "RANK" in os.environ:
+            dist.init_process_group(backend=backend)
+        else:  # not exported to os.environ: child processes (torchrun, jobs) must not inherit it
+            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                                    world_size=1)
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tensor_parallel,

@@ -14,26 +14,30 @@ from trainer.data.workers import WorkerBatchLoader
 from trainer.data.tasks import SpecialIds
 
 
-def parallel_ranks() -> tuple[int, int, int]:
-    """(data-parallel rank, data-parallel size, tensor-parallel rank)."""
+def parallel_ranks() -> tuple[int, int, bool]:
+    """(data-parallel rank, data-parallel size, whether this rank writes its loader state): the tensor- and
+    pipeline-parallel peers of a data-parallel rank read the same data, so one of them keeps its state."""
     from megatron.core import parallel_state as ps
 
-    return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(), ps.get_tensor_model_parallel_rank()
+    keeps_loader_state = ps.get_tensor_model_parallel_rank() == 0 and ps.get_pipeline_model_parallel_rank() == 0
+    return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(), keeps_loader_state
 
 
 def build_run_model(cfg: DictConfig):
-    """The preset (or the init checkpoint's config) at this run's tensor-parallel size, Whisper attached."""
+    """The preset (or the init checkpoint's config) at this run's parallel layout, Whisper attached."""
     from model.checkpoint import load_checkpoint
     from model.whisper_features import WhisperFeatureEncoder
 
-    changes = dict(tensor_parallel=cfg.parallel.tensor, pipeline_parallel=cfg.parallel.pipeline,
-                   spec=cfg.model.spec, params_dtype=cfg.model.params_dtype)
+    p = cfg.parallel
+    changes = dict(tensor_parallel=p.tensor, pipeline_parallel=p.pipeline, spec=cfg.model.spec,
+                   first_stage_shared_layers=p.first_stage_shared_layers,
+                   last_stage_shared_layers=p.last_stage_shared_layers, params_dtype=cfg.model.params_dtype)
     if cfg.model.init_checkpoint:
         model = load_checkpoint(cfg.model.init_checkpoint, **changes)
     else:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and at every TP size
         model = build_model(model_preset(cfg.model.preset, **changes))
-    if model.whisper is None and cfg.model.whisper:
+    if model.whisper is None and cfg.model.whisper and model.pre_process:  # Whisper feeds the first stage
         model.whisper = WhisperFeatureEncoder.from_folder(cfg.model.whisper, trainable=True)
         if torch.cuda.is_available():
             model.whisper.cuda()

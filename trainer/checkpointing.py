@@ -44,8 +44,8 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
 
 
 def save_training_checkpoint(run_dir: str | Path, step: int, model, training, loader_state: dict, dp_rank: int,
-                             tp_rank: int, trainer_state: dict, keep: int) -> Path:
-    """Every rank calls this at the same step."""
+                             keeps_loader_state: bool, trainer_state: dict, keep: int) -> Path:
+    """Every rank calls this at the same step; one rank of each data-parallel index writes its loader state."""
     from megatron.core import dist_checkpointing
 
     root = checkpoints_dir(run_dir)
@@ -59,7 +59,7 @@ def save_training_checkpoint(run_dir: str | Path, step: int, model, training, lo
     save_checkpoint(model, partial)
     model_state = model.sharded_state_dict()
     dist_checkpointing.save(training.optimizer.sharded_state_dict(model_state), str(partial / "optimizer"))
-    if tp_rank == 0:  # tensor-parallel peers read the same data
+    if keeps_loader_state:
         (partial / "loader" / f"dp{dp_rank:05d}.json").write_text(json.dumps(loader_state))
     _barrier()
     if _rank0():

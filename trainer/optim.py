@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from model.cpu_compat import optimizer_on_cpu
+from model.cpu_compat import cuda_tensors_on_cpu
 
 
 @dataclass
@@ -46,7 +46,7 @@ def build_training(model, optim: DictConfig, total_steps: int) -> TrainingState:
                              use_distributed_optimizer=torch.cuda.is_available())
     overrides = get_standard_config_overrides(config)
     overrides[ParamKey(name="*whisper.*")] = ParamGroupOverride(is_decoupled_lr=True)  # its own groups
-    with optimizer_on_cpu():
+    with cuda_tensors_on_cpu():
         optimizer = get_megatron_optimizer(config, [ddp_model], config_overrides=overrides)
     warmup = int(round(optim.warmup_fraction * total_steps))
     scheduler = OptimizerParamScheduler(

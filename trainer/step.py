@@ -1,21 +1,33 @@
-"""One micro-batch through the model: packed arrays -> tensors (+ Whisper features) -> losses."""
+"""One training (or evaluation) step: micro-batches through megatron's forward-backward schedule.
+
+The same call serves every parallel layout: megatron picks the plain schedule without pipeline
+parallelism and 1F1B across stages with it. Every stage reads the same micro-batches (the loader is
+deterministic per data-parallel rank); the first stage embeds them (and runs Whisper), the last computes
+the losses, and the step's figures are then broadcast from the last stage to the others.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.distributed as dist
 
-from model.kimi_audio import LossTargets
+from model.cpu_compat import cuda_tensors_on_cpu
+from model.kimi_audio import LossTargets, ModelOutput
 from trainer.data.packing import PackedBatch
 from trainer.data.tasks import TASKS
+
+NORMALISATIONS = ("head_mean", "token_mean")
 
 
 @dataclass
 class StepLosses:
-    loss: torch.Tensor            # what backward runs on
-    audio: float
+    """One step's figures on this data-parallel rank, the same on every stage of its pipeline."""
+    audio: float                  # mean over micro-batches of each head's masked mean loss
     text: float
-    per_task: dict                # task -> (summed token loss, target tokens) over this micro-batch
+    loss: float                   # mean over micro-batches of the loss backward ran on
+    per_task: dict                # task -> (summed token loss, target tokens)
     tokens: int                   # real (non-padding) positions
     audio_positions: int          # positions holding audio ids (discrete or continuous)
 
@@ -30,33 +42,64 @@ def whisper_features(model, batch: PackedBatch, frozen: bool) -> torch.Tensor | 
         return torch.cat(model.whisper(batch.clips))
 
 
-def run_micro_batch(ddp_model, model, batch: PackedBatch, *, whisper_frozen: bool, normalisation: str,
-                    audio_offset: int) -> StepLosses:
-    """Forward with both heads' losses. `normalisation`: "head_mean" (each head's masked mean, summed, as
-    the released fine-tuning code) or "token_mean" (all target tokens of both heads averaged together)."""
-    device = next(model.parameters()).device
+def batch_tensors(batch: PackedBatch, device) -> tuple[dict, LossTargets]:
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    inputs = dict(audio_ids=t(batch.audio_ids), text_ids=t(batch.text_ids), continuous_mask=t(batch.continuous),
+                  position_ids=t(batch.position_ids), attention_mask=t(batch.attention_mask()))
     targets = LossTargets(t(batch.audio_labels), t(batch.text_labels), t(batch.audio_loss_mask),
                           t(batch.text_loss_mask))
-    out = ddp_model(t(batch.audio_ids), t(batch.text_ids), continuous_mask=t(batch.continuous),
-                    whisper_features=whisper_features(model, batch, whisper_frozen),
-                    position_ids=t(batch.position_ids), attention_mask=t(batch.attention_mask()), targets=targets)
+    return inputs, targets
+
+
+def micro_batch_loss(out: ModelOutput, targets: LossTargets, task_ids: torch.Tensor, normalisation: str):
+    """(loss for backward, {"figures": [audio, text, loss, per-task sums..., per-task counts...]})."""
     mask_a, mask_t = targets.audio_loss_mask.float(), targets.text_loss_mask.float()
     summed = out.audio_token_loss * mask_a + out.text_token_loss * mask_t
-    if normalisation == "head_mean":
-        loss = out.loss
-    elif normalisation == "token_mean":
-        loss = summed.sum() / (mask_a.sum() + mask_t.sum()).clamp(min=1.0)
-    else:
-        raise ValueError(f"loss normalisation {normalisation!r}: choose head_mean or token_mean")
-    per_task = {}
-    task_ids = torch.from_numpy(batch.task_ids).to(device)
+    loss = out.loss if normalisation == "head_mean" else summed.sum() / (mask_a.sum() + mask_t.sum()).clamp(min=1.0)
     counts = mask_a + mask_t
-    for index, task in enumerate(TASKS):
-        where = task_ids == index
-        n = float(counts[where].sum())
-        if n:
-            per_task[task] = (float(summed.detach()[where].sum()), n)
-    real = batch.document_ids >= 0
-    return StepLosses(loss=loss, audio=float(out.audio_loss), text=float(out.text_loss), per_task=per_task,
-                      tokens=int(real.sum()), audio_positions=int(((batch.audio_ids >= audio_offset) & real).sum()))
+    sums = [summed.detach()[task_ids == index].sum() for index in range(len(TASKS))]
+    totals = [counts[task_ids == index].sum() for index in range(len(TASKS))]
+    figures = torch.stack([out.audio_loss.detach(), out.text_loss.detach(), loss.detach(), *sums, *totals])
+    return loss, {"figures": figures.double()}
+
+
+def forward_backward(ddp_model, model, batches: list[PackedBatch], *, whisper_frozen: bool, normalisation: str,
+                     audio_offset: int, forward_only: bool = False) -> StepLosses:
+    """All micro-batches of one step through megatron's schedule; gradients accumulate in the DDP buffers
+    (each micro-batch's loss divided by their number). `forward_only` for evaluation."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"loss normalisation {normalisation!r}: choose one of {', '.join(NORMALISATIONS)}")
+    device = next(model.parameters()).device
+
+    def forward_step(data_iterator, chunk):
+        batch = next(data_iterator)
+        inputs, targets = batch_tensors(batch, device)
+        if model.pre_process:
+            inputs["whisper_features"] = whisper_features(model, batch, whisper_frozen)
+        out = chunk(**inputs, targets=targets)
+        task_ids = torch.from_numpy(batch.task_ids).to(device)
+        return out, partial(micro_batch_loss, targets=targets, task_ids=task_ids, normalisation=normalisation)
+
+    rows, seq_len = batches[0].audio_ids.shape
+    with cuda_tensors_on_cpu():
+        reduced = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter(batches), model=[ddp_model],
+            num_microbatches=len(batches), seq_length=seq_len, micro_batch_size=rows, forward_only=forward_only)
+    n_tasks = len(TASKS)
+    figures = torch.zeros(3 + 2 * n_tasks, dtype=torch.float64)
+    for item in reduced:  # the last stage's micro-batches; other stages get nothing
+        figures += item["figures"].cpu()
+    if ps.get_pipeline_model_parallel_world_size() > 1:
+        dist.broadcast(figures, src=ps.get_pipeline_model_parallel_last_rank(),
+                       group=ps.get_pipeline_model_parallel_group())
+    figures = (figures / len(batches)).tolist()
+    sums, totals = figures[3:3 + n_tasks], figures[3 + n_tasks:]
+    per_task = {task: (sums[i] * len(batches), totals[i] * len(batches)) for i, task in enumerate(TASKS)
+                if totals[i]}
+    tokens = sum(int((b.document_ids >= 0).sum()) for b in batches)
+    audio_positions = sum(int(((b.audio_ids >= audio_offset) & (b.document_ids >= 0)).sum()) for b in batches)
+    return StepLosses(audio=figures[0], text=figures[1], loss=figures[2], per_task=per_task, tokens=tokens,
+                      audio_positions=audio_positions)

@@ -113,6 +113,23 @@ def test_tensor_parallel_two_processes(training_inputs, tmp_path):
     assert loss[8] < 0.85 * loss[1], loss
 
 
+def test_pipeline_parallel_two_stages_trains_as_one_process_does(uninterrupted, training_inputs, tmp_path):
+    # the same start (a pretraining checkpoint, Whisper included) and the same data (one data-parallel rank):
+    # two pipeline stages must compute what one process computes
+    start = f"model.init_checkpoint={uninterrupted[0] / 'checkpoints' / 'step-00000012'}"
+    run(torchrun_cmd(training_inputs, tmp_path / "pp2", start, "parallel.pipeline=2", "train.steps=6",
+                     "train.global_batch_rows=4"))
+    run(torchrun_cmd(training_inputs, tmp_path / "pp1", start, "train.steps=6", "train.global_batch_rows=4",
+                     nproc=1))
+    pipelined, whole = losses(tmp_path / "pp2"), losses(tmp_path / "pp1")
+    assert sorted(pipelined) == list(range(1, 7))
+    assert pipelined == pytest.approx(whole, rel=1e-5)
+    assert pipelined[6] < pipelined[1]
+    latest = tmp_path / "pp2" / "checkpoints" / "step-00000006"
+    assert [p.name for p in (latest / "loader").iterdir()] == ["dp00000.json"]  # one data-parallel rank
+    assert json.loads((latest / "model_config.json").read_text())["pipeline_parallel"] == 2
+
+
 def test_two_nodes_of_one_process_with_a_corrupt_shard(training_inputs, tmp_path):
     dataset = shutil.copytree(training_inputs["dataset"], tmp_path / "dataset")
     victim = sorted((dataset / "shards").glob("*.tar"))[0]
