@@ -25,6 +25,17 @@ def test_7b_preset_has_the_released_parameter_count_without_allocating():
     assert abs(parameter_count(kimi_audio_7b()) - 9.77e9) < 0.01e9
 
 
+def test_pipeline_layouts_split_the_shared_layers_or_say_why_not():
+    assert kimi_audio_7b(pipeline_parallel=2).shared_layers_per_stage() == [11, 11]
+    assert kimi_audio_7b(pipeline_parallel=2, last_stage_shared_layers=5).shared_layers_per_stage() == [17, 5]
+    assert kimi_audio_7b(pipeline_parallel=4, first_stage_shared_layers=4,
+                         last_stage_shared_layers=2).shared_layers_per_stage() == [4, 8, 8, 2]
+    for bad in (dict(pipeline_parallel=4), dict(pipeline_parallel=2, last_stage_shared_layers=22),
+                dict(pipeline_parallel=3, last_stage_shared_layers=3)):
+        with pytest.raises(ValueError, match="do not split over"):
+            kimi_audio_7b(**bad).transformer_config(22, pipelined=True)
+
+
 def test_parameter_count_formula_matches_the_built_model(model):
     assert parameter_count(model.cfg) == sum(p.numel() for p in model.parameters())
 
