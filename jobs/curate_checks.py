@@ -31,6 +31,11 @@ def validate(cfg: DictConfig) -> None:
             if name:
                 check_model_reference(f"transcribe.align_models.{language}", name, "config.json",
                                       "wav2vec2 CTC folder")
+        if t.paraformer.model:
+            check_model_reference("transcribe.paraformer.model", t.paraformer.model, "config.yaml",
+                                  "FunASR Paraformer folder")
+        if not 0 <= t.paraformer.comma_gap <= t.paraformer.period_gap:
+            raise ConfigError("transcribe.paraformer: need 0 <= comma_gap <= period_gap (seconds of pause)")
         if t.nltk_data and not os.path.isdir(os.path.join(t.nltk_data, "tokenizers", "punkt_tab")):
             raise ConfigError(f"transcribe.nltk_data: no tokenizers/punkt_tab under {t.nltk_data}")
     if d.backend == "pyannote":

@@ -30,18 +30,30 @@ class StagePlan:
 
 
 # Audio travels in its own columns, as Arrow tensors: Ray Data would otherwise pickle it inside the work
-# record at every stage boundary (a copy of each session's audio per stage, in and out).
-_NO_AUDIO = np.zeros(0, dtype=np.float32)
+# record at every stage boundary (a copy of each session's audio per stage, in and out). It travels as
+# 16-bit PCM, half of float32's memory in the object store and in every worker holding a block; the
+# shards store 16-bit FLAC, so nothing that is kept is lost. Stages see float32.
+_NO_AUDIO = np.zeros(0, dtype=np.int16)
+_PCM_SCALE = np.float32(32767.0)
+
+
+def to_pcm16(audio: np.ndarray | None) -> np.ndarray:
+    if audio is None:
+        return _NO_AUDIO
+    return np.rint(np.clip(audio, -1.0, 1.0) * _PCM_SCALE).astype(np.int16)
+
+
+def from_pcm16(pcm: np.ndarray) -> np.ndarray | None:
+    return pcm.astype(np.float32) / _PCM_SCALE if pcm.size else None
 
 
 def to_row(work: RecordingWork) -> dict:
-    return {"work": replace(work, audio=None, enhanced=None),
-            "audio": _NO_AUDIO if work.audio is None else work.audio,
-            "enhanced": _NO_AUDIO if work.enhanced is None else work.enhanced}
+    return {"work": replace(work, audio=None, enhanced=None), "audio": to_pcm16(work.audio),
+            "enhanced": to_pcm16(work.enhanced)}
 
 
 def from_row(work: RecordingWork, audio: np.ndarray, enhanced: np.ndarray) -> RecordingWork:
-    return replace(work, audio=audio if audio.size else None, enhanced=enhanced if enhanced.size else None)
+    return replace(work, audio=from_pcm16(audio), enhanced=from_pcm16(enhanced))
 
 
 def to_batch(works: list[RecordingWork]) -> dict:

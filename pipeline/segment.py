@@ -156,10 +156,13 @@ def punctuate_by_gaps(chars: Sequence[tuple[str, float, float]], comma_gap: floa
     """Punctuate character-timestamped text (Paraformer-zh gives none), the report's rule:
     a gap above `comma_gap` and up to `period_gap` seconds inserts a comma, above `period_gap` a period.
 
-    `chars` are (text, start, end) in time order; the gap is next start minus previous end.
+    `chars` are (text, start, end) in time order; the gap is next start minus previous end. Characters
+    join directly; two English words in a row (Paraformer-zh merges their pieces) get a space.
 
     >>> punctuate_by_gaps([("你", 0.0, 0.2), ("好", 0.9, 1.1), ("吗", 2.5, 2.7)], 0.5, 1.0)
     '你，好。吗'
+    >>> punctuate_by_gaps([("用", 0.0, 0.2), ("open", 0.2, 0.5), ("source", 0.5, 0.9)], 0.5, 1.0)
+    '用open source'
     """
     pieces = []
     for i, (text, start, _) in enumerate(chars):
@@ -169,6 +172,8 @@ def punctuate_by_gaps(chars: Sequence[tuple[str, float, float]], comma_gap: floa
                 pieces.append(period)
             elif gap > comma_gap:
                 pieces.append(comma)
+            elif text.isascii() and chars[i - 1][0].isascii():
+                pieces.append(" ")
         pieces.append(text)
     return "".join(pieces)
 

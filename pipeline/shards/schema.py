@@ -139,10 +139,12 @@ class Word:
 
 @dataclass(frozen=True, slots=True)
 class AsrInfo:
-    """Which model made the transcript and how sure it was (Whisper's average log-prob, no-speech prob)."""
+    """Which model made the transcript and how sure it was (Whisper's average log-prob, no-speech prob);
+    `note` says where the text came from when it is not simply `model`'s (Paraformer, or a fallback)."""
     model: Optional[str] = None
     avg_logprob: Optional[float] = None
     no_speech_prob: Optional[float] = None
+    note: Optional[str] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -153,7 +155,8 @@ class AsrInfo:
         return cls(model=_as_str(data.get("model"), "asr.model", allow_none=True),
                    avg_logprob=_as_float(data.get("avg_logprob"), "asr.avg_logprob", allow_none=True),
                    no_speech_prob=_as_float(data.get("no_speech_prob"), "asr.no_speech_prob",
-                                            minimum=0.0, maximum=1.0, allow_none=True))
+                                            minimum=0.0, maximum=1.0, allow_none=True),
+                   note=_as_str(data.get("note"), "asr.note", allow_none=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,22 +7,47 @@ a language outside `languages` are rejected with the detected language and its p
 Word times come from whisperx's wav2vec2 CTC alignment for languages with a model in `align_models`
 (a local HF folder or hub id); offline, `nltk_data` points at the NLTK `punkt_tab` data it needs.
 
-Mandarin through Paraformer-zh (FunASR) is not wired yet: Mandarin segments go through Whisper and
-say so in `asr.model`.
+Mandarin (the `paraformer.languages`) goes on to Paraformer-zh through FunASR when it is installed and
+`paraformer.model` is set: its text and character times replace Whisper's, punctuated by the report's
+pause rule (`pipeline.segment.punctuate_by_gaps`); Whisper's language id and confidences stay. Without
+FunASR or a Paraformer model those segments keep Whisper's text, and `asr.note` says why.
+
+`language` set skips language id: every recording of the source is taken to be in that language.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import replace
 
 import numpy as np
 from omegaconf import DictConfig
 
+from pipeline.segment import punctuate_by_gaps
 from pipeline.shards.schema import AsrInfo, Word
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
 WHISPER_WINDOW_SAMPLES = 30 * 16000
+
+
+def load_paraformer(model: str, device: str, threads: int):
+    """FunASR's AutoModel on a paraformer-zh folder (config.yaml, model.pt, tokens.json, am.mvn) or hub id.
+    `ncpu` matters: FunASR sets torch's thread count for the whole process to it (default 4)."""
+    from funasr import AutoModel
+
+    return AutoModel(model=model, device=device, ncpu=threads, disable_update=True, disable_log=True,
+                     disable_pbar=True)
+
+
+def paraformer_characters(result: dict, offset: float) -> list[tuple[str, float, float]]:
+    """(token, start, end) in session seconds from one FunASR result: its text holds one token per
+    timestamp, space-separated (a Chinese character, or a merged English word)."""
+    tokens = result.get("text", "").split()
+    stamps = result.get("timestamp") or []
+    if len(tokens) != len(stamps):
+        raise ValueError(f"Paraformer gave {len(tokens)} tokens but {len(stamps)} timestamps")
+    return [(token, offset + start / 1000.0, offset + end / 1000.0) for token, (start, end) in zip(tokens, stamps)]
 
 
 class TranscribeStage(Stage):
@@ -54,6 +79,13 @@ class TranscribeStage(Stage):
                 self.aligners[language] = whisperx.load_align_model(language, cfg.device, model_name=model_name)
         self._make_tokenizer = lambda lang: Tokenizer(self.model.hf_tokenizer, self.multilingual,
                                                       task="transcribe", language=lang)
+        self.paraformer, self.paraformer_note = None, None  # loaded at the first Mandarin segment
+        if not cfg.paraformer.model:
+            self.paraformer_note = "through Whisper: no Paraformer model configured"
+        elif importlib.util.find_spec("funasr") is None:
+            self.paraformer_note = "through Whisper: FunASR is not installed"
+        model = cfg.paraformer.model
+        self.paraformer_name = os.path.basename(os.path.normpath(model)) if model else None
 
     def tokenizer(self, language: str):
         if language not in self._tokenizers:
@@ -69,6 +101,8 @@ class TranscribeStage(Stage):
                          for c in clips])
 
     def languages(self, encoder_output, n: int) -> list[tuple[str, float | None]]:
+        if self.cfg.language:  # a source known to be in one language
+            return [(self.cfg.language, None)] * n
         if not self.multilingual:  # an English-only model: no language id to ask for
             return [(self.cfg.english_only_language, None)] * n
         return [(pairs[0][0][2:-2], float(pairs[0][1])) for pairs in self.model.model.detect_language(encoder_output)]
@@ -109,12 +143,38 @@ class TranscribeStage(Stage):
                 segment = replace(segment, rejection=Rejection(self.name, "language", {
                     "language": r["language"], "language_prob": r["language_prob"]}))
             segments[i] = segment
+        segments = self.paraformer_pass(segments, work.audio, sr)
         for language, (model, metadata) in self.aligners.items():
             todo = [i for i, seg in enumerate(segments) if seg.rejection is None and seg.language == language
-                    and seg.text]
+                    and seg.text and not seg.words]
             if todo:
                 segments = self.align(segments, todo, work.audio, model, metadata)
         return replace(work, segments=tuple(segments))
+
+    def paraformer_pass(self, segments: list[SegmentDraft], audio: np.ndarray, sr: int) -> list[SegmentDraft]:
+        """Mandarin segments: Paraformer's characters with their times, punctuated by pauses; or Whisper's
+        text with a note saying why not."""
+        p = self.cfg.paraformer
+        todo = [i for i, s in enumerate(segments) if s.rejection is None and s.language in p.languages]
+        out = list(segments)
+        if not todo:
+            return out
+        if self.paraformer is None and self.paraformer_note is None:
+            self.paraformer = load_paraformer(p.model, self.cfg.device, self.cfg.cpu_threads)
+        if self.paraformer is None:
+            for i in todo:
+                out[i] = replace(out[i], asr=replace(out[i].asr, note=f"{out[i].language} {self.paraformer_note}"))
+            return out
+        clips = [audio[round(segments[i].start * sr):round(segments[i].end * sr)] for i in todo]
+        results = self.paraformer.generate(input=clips, batch_size=p.batch_size, disable_pbar=True)
+        for i, result in zip(todo, results):
+            chars = paraformer_characters(result, segments[i].start)
+            text = punctuate_by_gaps(chars, p.comma_gap, p.period_gap) if chars else ""
+            asr = replace(segments[i].asr, model=self.paraformer_name,
+                          note=f"text by {self.paraformer_name}; language and confidences by Whisper")
+            out[i] = replace(segments[i], text=text, asr=asr,
+                             words=tuple(Word(c, start, max(start, end), None) for c, start, end in chars))
+        return out
 
     def align(self, segments: list[SegmentDraft], todo: list[int], audio: np.ndarray, model, metadata
               ) -> list[SegmentDraft]:

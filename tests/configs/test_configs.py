@@ -82,6 +82,8 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("transcribe.align_models.en=./nowhere", "no wav2vec2 CTC folder"),
     ("transcribe.nltk_data=/nonexistent", "punkt_tab"),
     ("tokenize.model=/nonexistent/tokenizer", "no semantic tokenizer folder"),
+    ("transcribe.paraformer.model=/nonexistent/paraformer", "no FunASR Paraformer folder"),
+    ("transcribe.paraformer.comma_gap=2.0", "comma_gap"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate

@@ -121,3 +121,9 @@ def test_punctuation_on_a_sentence():
 def test_a_short_tail_joins_the_chunk_before_it():
     chunks = chunk_turns([Turn(0.0, 3.2, "A"), Turn(4.0, 4.3, "A")], 1.5, min_last_seconds=0.75)
     assert [(c.start, c.end) for c in chunks] == [(0.0, 1.5), (1.5, 3.2), (4.0, 4.3)]
+
+
+def test_english_words_inside_mandarin_keep_their_spaces():
+    chars = [("我", 0.0, 0.2), ("用", 0.2, 0.4), ("open", 0.4, 0.7), ("source", 0.7, 1.0), ("的", 1.0, 1.2),
+             ("code", 2.5, 2.8)]
+    assert punctuate_by_gaps(chars, 0.5, 1.0) == "我用open source的。code"

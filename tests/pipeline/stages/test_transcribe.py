@@ -1,9 +1,17 @@
-"""Transcription with the real Whisper tiny.en weights and word alignment through whisperx on a tiny
-random wav2vec2 CTC folder (the real loading and alignment code; the times are meaningless)."""
+"""Transcription with the real Whisper tiny.en weights, word alignment through whisperx on a tiny random
+wav2vec2 CTC folder, and Mandarin through FunASR on a tiny random paraformer-zh folder (the real loading,
+alignment and decoding code; the Paraformer text and the word times are meaningless)."""
+import json
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
-from jobs.build_models import build_nltk_punkt_tab, build_wav2vec2_ctc_tiny, build_whisper_tiny_en
+from jobs.build_models import (
+    PARAFORMER_CHARS, build_nltk_punkt_tab, build_paraformer_tiny, build_wav2vec2_ctc_tiny, build_whisper_tiny_en,
+)
+from pipeline.segment import punctuate_by_gaps
+from pipeline.shards.schema import AsrInfo
 from pipeline.stages.transcribe import TranscribeStage
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 from pipeline.synthetic import make_dialog
@@ -12,16 +20,30 @@ LINES = [("a", "en-us", "The weather will be cold and windy tomorrow morning."),
          ("b", "en-gb", "Please call me when you arrive at the station.")]
 
 
+MANDARIN = [("a", "cmn", "我们今天下午去学校。"), ("b", "cmn", "好的，我在门口等你。")]
+
+
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory):
+def models(tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
+    return {"whisper": str(build_whisper_tiny_en(out)), "align_en": str(build_wav2vec2_ctc_tiny(out)),
+            "nltk_data": str(build_nltk_punkt_tab(out)), "paraformer": str(build_paraformer_tiny(out))}
+
+
+def make_stage(models, **changes) -> TranscribeStage:
     cfg = OmegaConf.create(dict(
-        enabled=True, model=str(build_whisper_tiny_en(out)), device="cpu", compute_type="int8", cpu_threads=2,
-        batch_size=2, beam_size=1, languages=["en", "zh"], english_only_language="en",
-        align_models={"en": str(build_wav2vec2_ctc_tiny(out)), "zh": None}, nltk_data=str(build_nltk_punkt_tab(out))))
-    s = TranscribeStage(cfg)
+        enabled=True, model=models["whisper"], device="cpu", compute_type="int8", cpu_threads=2,
+        batch_size=2, beam_size=1, languages=["en", "zh"], english_only_language="en", language=None,
+        align_models={"en": models["align_en"], "zh": None}, nltk_data=models["nltk_data"],
+        paraformer=dict(model=models["paraformer"], languages=["zh"], batch_size=2, comma_gap=0.5, period_gap=1.0)))
+    s = TranscribeStage(OmegaConf.merge(cfg, changes))
     s.setup()
     return s
+
+
+@pytest.fixture(scope="module")
+def stage(models):
+    return make_stage(models)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +87,31 @@ def test_languages_outside_the_list_are_rejected(stage, dialog):
         stage.cfg.languages = ["en", "zh"]
     assert all(s.rejection is not None and s.rejection.reason == "language" for s in out.segments)
     assert out.segments[0].rejection.metrics["language"] == "en"
+
+
+@pytest.fixture(scope="module")
+def mandarin():
+    return make_dialog(MANDARIN, seed=2)
+
+
+def test_mandarin_goes_through_paraformer_with_character_times_and_pause_punctuation(models, mandarin):
+    out = make_stage(models, language="zh").process(work_for(mandarin))
+    vocabulary = set(json.loads((Path(models["paraformer"]) / "tokens.json").read_text()))
+    for segment in out.segments:
+        assert segment.language == "zh" and segment.asr.model == "paraformer-zh-tiny"
+        assert "Whisper" in segment.asr.note  # language and confidences still come from Whisper
+        assert segment.asr.avg_logprob is not None
+        chars = [w.word for w in segment.words]
+        assert len(chars) >= 3 and set(chars) <= vocabulary and set(chars) <= set(PARAFORMER_CHARS)
+        starts = [w.start for w in segment.words]
+        assert starts == sorted(starts)
+        assert all(segment.start - 1e-3 <= w.start <= w.end <= segment.end + 0.1 for w in segment.words)
+        assert segment.text == punctuate_by_gaps([(w.word, w.start, w.end) for w in segment.words], 0.5, 1.0)
+
+
+def test_without_a_paraformer_model_mandarin_keeps_whisper_text_and_says_so(models, mandarin):
+    out = make_stage(models, language="zh", paraformer={"model": None}).process(work_for(mandarin))
+    for segment in out.segments:
+        assert segment.asr.model == "whisper-tiny.en-ct2"
+        assert segment.asr.note == "zh through Whisper: no Paraformer model configured"
+        assert AsrInfo.from_dict(segment.asr.to_dict()) == segment.asr  # the note survives the record round trip
