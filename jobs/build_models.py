@@ -265,6 +265,13 @@ def build_all(out: Path) -> dict[str, Path]:
             "paraformer": build_paraformer_tiny(out)}
 
 
+def model_folders(out: Path) -> dict[str, Path]:
+    """Where `build_all(out)` puts each folder, without building (or importing) anything."""
+    return {"whisper": out / WHISPER_TINY_EN, "demucs": out / DEMUCS_TINY, "align_en": out / WAV2VEC2_TINY,
+            "nltk_data": out / NLTK_DATA, "pyannote": out / PYANNOTE_TINY, "tokenizer": out / SEMANTIC_TOKENIZER_TINY,
+            "paraformer": out / PARAFORMER_TINY}
+
+
 def curate_overrides(models: dict[str, Path]) -> list[str]:
     """`key=value` overrides pointing the demo curation config at the folders `build_all` made."""
     return [f"transcribe.model={models['whisper']}", f"enhance.repo={models['demucs']}",

@@ -8,6 +8,7 @@ Ray Data streams blocks with backpressure, so memory stays bounded whatever the 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
@@ -35,25 +36,36 @@ class StagePlan:
 # shards store 16-bit FLAC, so nothing that is kept is lost. Stages see float32.
 _NO_AUDIO = np.zeros(0, dtype=np.int16)
 _PCM_SCALE = np.float32(32767.0)
+_CONVERT_BLOCK = 1 << 20  # samples per conversion step: no full-length float temporaries for an hour of audio
 
 
 def to_pcm16(audio: np.ndarray | None) -> np.ndarray:
     if audio is None:
         return _NO_AUDIO
-    return np.rint(np.clip(audio, -1.0, 1.0) * _PCM_SCALE).astype(np.int16)
+    pcm = np.empty(len(audio), dtype=np.int16)
+    for first in range(0, len(audio), _CONVERT_BLOCK):
+        block = np.clip(audio[first:first + _CONVERT_BLOCK], -1.0, 1.0)
+        block *= _PCM_SCALE
+        pcm[first:first + _CONVERT_BLOCK] = np.rint(block, out=block)
+    return pcm
 
 
 def from_pcm16(pcm: np.ndarray) -> np.ndarray | None:
-    return pcm.astype(np.float32) / _PCM_SCALE if pcm.size else None
+    if not pcm.size:
+        return None
+    audio = pcm.astype(np.float32)
+    audio /= _PCM_SCALE
+    return audio
 
 
 def to_row(work: RecordingWork) -> dict:
-    return {"work": replace(work, audio=None, enhanced=None), "audio": to_pcm16(work.audio),
-            "enhanced": to_pcm16(work.enhanced)}
+    # the record pickled by us: Ray Data would first try (and fail) to make an Arrow column of it
+    return {"work": pickle.dumps(replace(work, audio=None, enhanced=None), protocol=pickle.HIGHEST_PROTOCOL),
+            "audio": to_pcm16(work.audio), "enhanced": to_pcm16(work.enhanced)}
 
 
-def from_row(work: RecordingWork, audio: np.ndarray, enhanced: np.ndarray) -> RecordingWork:
-    return replace(work, audio=from_pcm16(audio), enhanced=from_pcm16(enhanced))
+def from_row(work: bytes, audio: np.ndarray, enhanced: np.ndarray) -> RecordingWork:
+    return replace(pickle.loads(work), audio=from_pcm16(audio), enhanced=from_pcm16(enhanced))
 
 
 def to_batch(works: list[RecordingWork]) -> dict:
@@ -94,6 +106,9 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.ray.progress_bars
     context.execution_options.preserve_order = False
+    # Ray Data fills a block up to this size before it moves on; sessions are far bigger than a row of
+    # ordinary data, so anything small makes each session travel alone and stream through the stages
+    context.target_max_block_size = int(cfg.ray.target_max_block_mb * 2**20)
     decode_cfg = OmegaConf.to_container(cfg.decode)
     sample_rate = cfg.sample_rate
 
@@ -103,7 +118,9 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
             yield to_row(work)
 
     def pack(row: dict) -> dict:
-        return {"packed": pack_recording(from_row(row["work"], row["audio"], row["enhanced"]), pipeline)}
+        # pickled here, once: a column of large Python objects makes Ray Data try Arrow first, then pickle
+        packed = pack_recording(from_row(row["work"], row["audio"], row["enhanced"]), pipeline)
+        return {"packed": pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)}
 
     items = [{"source": source, "skip": list(skip)} for source, skip in todo]
     if not items:
@@ -118,4 +135,4 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
                             num_gpus=r.num_gpus or None)
     ds = ds.map(pack, num_cpus=cfg.resources.pack.num_cpus)
     for row in ds.iter_rows():
-        yield row["packed"]
+        yield pickle.loads(row["packed"])

@@ -2,6 +2,7 @@
 normalised; recordings longer than the session maximum are split at their quietest stretches."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Collection, Iterator
 
@@ -26,6 +27,7 @@ def decode_sessions(source: str, cfg: DictConfig, sample_rate: int,
     loudness_target_dbfs, max_gain_db, loudness_gate_db.
     """
     whole_id = recording_id_for(source)
+    started = time.perf_counter()  # this generator's own time per session (the scan goes to the first)
     try:
         audio_file = AudioFile(source, sample_rate)
         levels, num_samples, loudest = audio_file.scan(cfg.scan_block_seconds)
@@ -51,5 +53,7 @@ def decode_sessions(source: str, cfg: DictConfig, sample_rate: int,
             audio *= np.float32(gain)
         except Exception as e:
             yield failed(work, STAGE, e)
+            started = time.perf_counter()
             continue
-        yield replace(work, audio=audio)
+        yield replace(work, audio=audio, stage_seconds=((STAGE, time.perf_counter() - started),))
+        started = time.perf_counter()

@@ -2,6 +2,7 @@
 so the single writer only appends bytes. Segment times become seconds relative to the source."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -30,6 +31,12 @@ class PackedRecording:
 
 
 def pack_recording(work: RecordingWork, pipeline: PipelineInfo) -> PackedRecording:
+    started = time.perf_counter()
+    packed = _pack(work, pipeline)
+    return replace(packed, stage_seconds=packed.stage_seconds + (("pack", time.perf_counter() - started),))
+
+
+def _pack(work: RecordingWork, pipeline: PipelineInfo) -> PackedRecording:
     common = dict(source=work.source, recording_id=work.recording_id, seconds=work.seconds,
                   source_seconds=work.source_seconds or 0.0, stage_seconds=work.stage_seconds)
     if work.failure is not None:
