@@ -24,20 +24,20 @@ from trainer.metrics import MetricsLog
 from trainer.optim import build_training, freeze_whisper_for_this_step
 from trainer.build import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
 from trainer.data.tasks import TASKS
-from trainer.step import forward_backward
+from trainer.step import collective_device, forward_backward
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:
     from megatron.core import parallel_state as ps
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
     dist.all_reduce(t, group=ps.get_data_parallel_group())
     return t.tolist()
 
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when it is true on one: all ranks must stop (and save) at the same step."""
-    t = torch.tensor([float(flag)])
+    t = torch.tensor([float(flag)], device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 

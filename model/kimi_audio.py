@@ -104,10 +104,9 @@ class KimiAudioModel(MegatronModule):
 
     def __init__(self, cfg: KimiAudioConfig, whisper: Optional[nn.Module] = None):
         from megatron.core import tensor_parallel
+        from megatron.core.enums import ModelType
         from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
         from megatron.core.utils import init_method_normal, scaled_init_method_normal
-
-        from megatron.core.enums import ModelType
 
         mcore = cfg.transformer_config(cfg.shared_layers, pipelined=True)
         super().__init__(config=mcore)

@@ -32,6 +32,11 @@ class StepLosses:
     audio_positions: int          # positions holding audio ids (discrete or continuous)
 
 
+def collective_device() -> str:
+    """Where tensors for collectives live: NCCL takes only CUDA tensors, gloo CPU ones."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def whisper_features(model, batch: PackedBatch, frozen: bool) -> torch.Tensor | None:
     if not batch.clips:
         return None
@@ -89,9 +94,9 @@ def forward_backward(ddp_model, model, batches: list[PackedBatch], *, whisper_fr
             forward_step_func=forward_step, data_iterator=iter(batches), model=[ddp_model],
             num_microbatches=len(batches), seq_length=seq_len, micro_batch_size=rows, forward_only=forward_only)
     n_tasks = len(TASKS)
-    figures = torch.zeros(3 + 2 * n_tasks, dtype=torch.float64)
+    figures = torch.zeros(3 + 2 * n_tasks, dtype=torch.float64, device=collective_device())
     for item in reduced:  # the last stage's micro-batches; other stages get nothing
-        figures += item["figures"].cpu()
+        figures += item["figures"].to(figures.device)
     if ps.get_pipeline_model_parallel_world_size() > 1:
         dist.broadcast(figures, src=ps.get_pipeline_model_parallel_last_rank(),
                        group=ps.get_pipeline_model_parallel_group())
