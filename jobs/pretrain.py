@@ -114,6 +114,9 @@ def main(cfg: DictConfig, job: str = "pretrain") -> int:
              *[x for task in TASKS for x in out.per_task.get(task, (0.0, 0.0))]])
         per_task = {task: task_figures[2 * i] / task_figures[2 * i + 1] for i, task in enumerate(TASKS)
                     if task_figures[2 * i + 1]}
+        # every target token of both heads weighs the same: unlike the head means, this does not jump when
+        # a step happens to hold no audio targets on some rank
+        token_loss = sum(task_figures[0::2]) / max(sum(task_figures[1::2]), 1.0)
         seen["tokens"] += int(tokens)
         seen["audio_hours"] += audio_positions / 12.5 / 3600
         window_tokens += tokens
@@ -122,7 +125,8 @@ def main(cfg: DictConfig, job: str = "pretrain") -> int:
             elapsed = time.perf_counter() - window_started
             wait = (loader.wait_seconds - wait_before) / elapsed
             lr = training.optimizer.param_groups[0]["lr"]
-            values = {"train/loss": audio_loss + text_loss, "train/loss_audio": audio_loss,
+            values = {"train/loss": audio_loss + text_loss, "train/token_loss": token_loss,
+                      "train/loss_audio": audio_loss,
                       "train/loss_text": text_loss, "train/lr": lr, "train/grad_norm": float(grad_norm or 0.0),
                       "train/tokens_per_s": window_tokens / elapsed, "train/data_wait_fraction": wait,
                       "train/audio_hours_seen": seen["audio_hours"], "train/tokens_seen": seen["tokens"],

@@ -39,7 +39,7 @@ class MetricsLog:
             self.board.close()
 
     def plot_loss_curve(self, out: Optional[Path] = None) -> Optional[Path]:
-        """loss_curve.png: total, per-head and eval loss against step."""
+        """loss_curve.png: total, per-target-token, per-head and eval loss against step."""
         if not self.enabled or not self.path.exists():
             return None
         import matplotlib
@@ -49,7 +49,8 @@ class MetricsLog:
 
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        for key, label in (("train/loss", "train loss"), ("train/loss_audio", "audio head"),
+        for key, label in (("train/loss", "train loss"), ("train/token_loss", "per target token"),
+                           ("train/loss_audio", "audio head"),
                            ("train/loss_text", "text head"), ("eval/loss", "eval loss")):
             points = [(r["step"], r[key]) for r in rows if key in r]
             if points:

@@ -10,7 +10,7 @@ from tests.jobs.conftest import REPO, ray_env
 OVERRIDES = ["recordings=2", "long_recordings=1", "long_recording_minutes=0.6", "turns_per_recording=[3,4]",
              "curate.overrides=[decode.max_session_minutes=0.4,decode.split_search_seconds=10,"
              "quality.dnsmos=false,ray.progress_bars=false,shards.target_samples=4]",
-             "train.pretrain.overrides=[train.steps=16,train.log_every=4,train.eval_every=0]",
+             "train.pretrain.overrides=[train.steps=16,train.log_every=1,train.eval_every=0]",
              "train.sft.overrides=[train.steps=4,train.log_every=2,train.eval_every=0]"]
 
 
@@ -35,8 +35,8 @@ def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_clus
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
     # the tiny model trained on the curated shards under torchrun, then fine-tuned
     pretrain = next(line for line in out.splitlines() if line.startswith("pretraining: loss"))
-    first, last = (float(x) for x in pretrain.split("loss ")[1].split(";")[0].split(" -> "))
-    assert last < 0.8 * first, pretrain
+    first, last = (float(x) for x in pretrain.split("token ")[1].split(";")[0].split(" -> "))
+    assert 6.5 < first < 7.5 and last < 0.85 * first, pretrain  # from about ln(1024): the tiny vocabulary
     assert (tmp_path / "runs" / "pretrain" / "loss_curve.png").is_file()
     assert (tmp_path / "runs" / "sft" / "checkpoints" / "step-00000004").is_dir()
 

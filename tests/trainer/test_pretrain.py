@@ -57,6 +57,7 @@ def test_two_processes_train_and_the_loss_falls(uninterrupted):
     assert loss[12] < 0.75 * loss[1], loss
     assert "whisper frozen" in result.stdout  # the first 25% of steps
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train/token_loss"] < 0.85 * rows[0]["train/token_loss"]  # per target token, both heads
     evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
     assert len(evals) == 2 and evals[1] < evals[0]  # held-out loss at steps 6 and 12
     assert (run_dir / "loss_curve.png").stat().st_size > 10_000
