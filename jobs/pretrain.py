@@ -110,13 +110,13 @@ def main(cfg: DictConfig, job: str = "pretrain") -> int:
         step += 1
 
         audio_loss, text_loss, tokens, audio_positions, *task_figures = all_reduce_sum(
-            [out.audio / dp_size, out.text / dp_size, out.tokens, out.audio_positions,
-             *[x for task in TASKS for x in out.per_task.get(task, (0.0, 0.0))]])
-        per_task = {task: task_figures[2 * i] / task_figures[2 * i + 1] for i, task in enumerate(TASKS)
-                    if task_figures[2 * i + 1]}
+            [out.audio / dp_size, out.text / dp_size, out.tokens, out.audio_positions, *out.task_loss_sums,
+             *out.task_targets])
+        task_sums, task_targets = task_figures[:len(TASKS)], task_figures[len(TASKS):]
+        per_task = {task: total / n for task, total, n in zip(TASKS, task_sums, task_targets) if n}
         # every target token of both heads weighs the same: unlike the head means, this does not jump when
         # a step happens to hold no audio targets on some rank
-        token_loss = sum(task_figures[0::2]) / max(sum(task_figures[1::2]), 1.0)
+        token_loss = sum(task_sums) / max(sum(task_targets), 1.0)
         seen["tokens"] += int(tokens)
         seen["audio_hours"] += audio_positions / 12.5 / 3600
         window_tokens += tokens

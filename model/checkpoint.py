@@ -12,19 +12,15 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 
 from model.config import KimiAudioConfig, KIMIA_TOKEN_OFFSET
 from model.convert import kimi_to_mcore, mcore_to_kimi, qwen2_to_mcore
 from model.hf_folder import ModelFolderError, read_config, read_state_dict
 from model.kimi_audio import KimiAudioModel, build_model, pipeline_position
+from model.parallel import barrier, is_rank0
 
 WEIGHTS = "weights"
 WHISPER_SUBFOLDER = "whisper-large-v3"
-
-
-def _rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -38,13 +34,12 @@ def save_checkpoint(model: KimiAudioModel, folder: str | Path) -> Path:
     from megatron.core import dist_checkpointing
 
     folder = Path(folder)
-    if _rank0():
+    if is_rank0():
         (folder / WEIGHTS).mkdir(parents=True, exist_ok=True)
         _atomic_json(folder / "model_config.json", model.cfg.to_dict())
         if model.whisper is not None:
             _atomic_json(folder / "whisper_config.json", model.whisper.encoder.config.to_dict())
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     dist_checkpointing.save(model.sharded_state_dict(), str(folder / WEIGHTS))
     return folder
 

@@ -42,6 +42,16 @@ def init_parallel(tensor_parallel: int = 1, pipeline_parallel: int = 1, seed: in
     mcore_tp.model_parallel_cuda_manual_seed(seed)
 
 
+def is_rank0() -> bool:
+    """True in the process that writes shared files: global rank 0, or a process without a group."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown_parallel() -> None:
     from megatron.core import parallel_state
 

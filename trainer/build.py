@@ -53,8 +53,9 @@ def special_ids(cfg: DictConfig, model_cfg) -> SpecialIds:
     t = cfg.tokens
     return SpecialIds(blank=t.blank, text_eos=t.text_eos, media_begin=t.media_begin, media_end=t.media_end,
                       audio_offset=model_cfg.audio_token_offset,
-                      audio_vocab_size=model_cfg.vocab_size - model_cfg.audio_token_offset, audio_delay=t.audio_delay, user_start=t.user_start,
-                      assistant_start=t.assistant_start, speech_ct=t.speech_ct, msg_end=t.msg_end)
+                      audio_vocab_size=model_cfg.vocab_size - model_cfg.audio_token_offset,
+                      audio_delay=t.audio_delay, user_start=t.user_start, assistant_start=t.assistant_start,
+                      speech_ct=t.speech_ct, msg_end=t.msg_end)
 
 
 def text_encoder(folder: str):

@@ -14,18 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-import torch.distributed as dist
-
 from model.checkpoint import save_checkpoint
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def _rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+from model.parallel import barrier, is_rank0
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
@@ -51,18 +41,18 @@ def save_training_checkpoint(run_dir: str | Path, step: int, model, training, lo
     root = checkpoints_dir(run_dir)
     final = root / f"step-{step:08d}"
     partial = root / f"step-{step:08d}.partial"
-    if _rank0():
+    if is_rank0():
         shutil.rmtree(partial, ignore_errors=True)
         (partial / "loader").mkdir(parents=True)
         (partial / "optimizer").mkdir()
-    _barrier()
+    barrier()
     save_checkpoint(model, partial)
     model_state = model.sharded_state_dict()
     dist_checkpointing.save(training.optimizer.sharded_state_dict(model_state), str(partial / "optimizer"))
     if keeps_loader_state:
         (partial / "loader" / f"dp{dp_rank:05d}.json").write_text(json.dumps(loader_state))
-    _barrier()
-    if _rank0():
+    barrier()
+    if is_rank0():
         state = {**trainer_state, "step": step, "scheduler": training.scheduler.state_dict()}
         (partial / "trainer_state.json").write_text(json.dumps(state, indent=2))
         partial.rename(final)
@@ -72,7 +62,7 @@ def save_training_checkpoint(run_dir: str | Path, step: int, model, training, lo
         done = sorted(p for p in root.glob("step-*") if not p.name.endswith(".partial"))
         for old in done[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
-    _barrier()
+    barrier()
     return final
 
 

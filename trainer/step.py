@@ -27,7 +27,8 @@ class StepLosses:
     audio: float                  # mean over micro-batches of each head's masked mean loss
     text: float
     loss: float                   # mean over micro-batches of the loss backward ran on
-    per_task: dict                # task -> (summed token loss, target tokens)
+    task_loss_sums: list          # per task, in TASKS order: summed token loss over the step's targets
+    task_targets: list            # per task: the number of those targets
     tokens: int                   # real (non-padding) positions
     audio_positions: int          # positions holding audio ids (discrete or continuous)
 
@@ -100,11 +101,9 @@ def forward_backward(ddp_model, model, batches: list[PackedBatch], *, whisper_fr
     if ps.get_pipeline_model_parallel_world_size() > 1:
         dist.broadcast(figures, src=ps.get_pipeline_model_parallel_last_rank(),
                        group=ps.get_pipeline_model_parallel_group())
-    figures = (figures / len(batches)).tolist()
-    sums, totals = figures[3:3 + n_tasks], figures[3 + n_tasks:]
-    per_task = {task: (sums[i] * len(batches), totals[i] * len(batches)) for i, task in enumerate(TASKS)
-                if totals[i]}
+    figures = figures.tolist()
     tokens = sum(int((b.document_ids >= 0).sum()) for b in batches)
     audio_positions = sum(int(((b.audio_ids >= audio_offset) & (b.document_ids >= 0)).sum()) for b in batches)
-    return StepLosses(audio=figures[0], text=figures[1], loss=figures[2], per_task=per_task, tokens=tokens,
-                      audio_positions=audio_positions)
+    audio, text, loss = (x / len(batches) for x in figures[:3])
+    return StepLosses(audio=audio, text=text, loss=loss, task_loss_sums=figures[3:3 + n_tasks],
+                      task_targets=figures[3 + n_tasks:], tokens=tokens, audio_positions=audio_positions)

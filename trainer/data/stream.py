@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from trainer.data.tasks import (
-    TASKS_NEEDING_TEXT, SegmentInput, SpecialIds, TaskSample, build_task, build_text_only, draw_task,
+    SegmentInput, SpecialIds, TaskSample, build_task, build_text_only, draw_task,
 )
 
 log = logging.getLogger(__name__)
