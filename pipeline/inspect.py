@@ -6,16 +6,17 @@ print one line and exit 2; verify exits 1 when it finds problems.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import pyarrow.compute as pc
 
 from pipeline.shards.codec import decode_audio
 from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
-from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, read_manifest
+from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, SHA_COLUMNS, read_manifest
+from pipeline.shards.members import member_limits, read_one_member
 from pipeline.shards.schema import SchemaError, SegmentRecord, is_valid_key
 from pipeline.shards.stats import dataset_stats, format_stats, stats_json
 from pipeline.shards.verify import verify_dataset
@@ -25,27 +26,20 @@ def find_row(layout: DatasetLayout, key: str) -> dict:
     """The manifest row of one sample key (DatasetError when no committed shard holds it)."""
     if not is_valid_key(key):
         raise DatasetError(f"{key!r} is not a sample key (expected RECORDINGID_NNNNNN)")
-    table = read_manifest(layout, columns=["key", "shard", "has_enhanced"])
+    table = read_manifest(layout, columns=["key", "shard", "has_enhanced", "size_bytes", *SHA_COLUMNS])
     rows = table.filter(pc.equal(table.column("key"), key)).to_pylist()
     if not rows:
         raise DatasetError(f"{layout.root}: no sample with key {key}")
     return rows[0]
 
 
-def read_member(layout: DatasetLayout, shard: str, name: str) -> bytes:
-    """One member's bytes, found by exact name; never extracts anything to disk."""
-    path = layout.shard_tar(shard)
+def read_member(layout: DatasetLayout, row: dict, name: str) -> bytes:
+    """One member of a sample's shard, found by exact name and checked against the manifest row (type and
+    size) before it is read; never extracts anything to disk."""
+    path = layout.shard_tar(row["shard"])
     if not path.is_file():
-        raise DatasetError(f"shard {shard}: {path} is missing (manifest without its tar)")
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            try:
-                member = tar.getmember(name)
-            except KeyError:
-                raise DatasetError(f"shard {shard} has no member {name}") from None
-            return tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DatasetError(f"shard {shard}: tar is truncated or unreadable ({e})") from None
+        raise DatasetError(f"shard {row['shard']}: {path} is missing (manifest without its tar)")
+    return read_one_member(str(path), name, member_limits([row]))
 
 
 def cmd_ls(layout: DatasetLayout, args) -> int:
@@ -72,7 +66,7 @@ def cmd_stats(layout: DatasetLayout, args) -> int:
 def cmd_show(layout: DatasetLayout, args) -> int:
     row = find_row(layout, args.key)
     try:
-        record = SegmentRecord.from_dict(json.loads(read_member(layout, row["shard"], f"{args.key}.{MEMBER_META}")))
+        record = SegmentRecord.from_dict(json.loads(read_member(layout, row, f"{args.key}.{MEMBER_META}")))
     except (ValueError, SchemaError) as e:
         raise DatasetError(f"{args.key}: metadata does not parse ({e})") from None
     if args.json:
@@ -103,14 +97,37 @@ def cmd_export(layout: DatasetLayout, args) -> int:
     if args.enhanced and not row["has_enhanced"]:
         raise DatasetError(f"{args.key}: no enhanced audio stored")
     try:
-        audio, sample_rate = decode_audio(read_member(layout, row["shard"], f"{args.key}.{suffix}"))
+        audio, sample_rate = decode_audio(read_member(layout, row, f"{args.key}.{suffix}"))
     except sf.LibsndfileError as e:
         raise DatasetError(f"{args.key}.{suffix} does not decode ({e})") from None
-    out = Path(args.out)
+    if args.out == "-":  # standard output only when asked for by name
+        buffer = io.BytesIO()
+        sf.write(buffer, audio, sample_rate, format="WAV", subtype="PCM_16")
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+        print(f"wrote standard output ({len(audio) / sample_rate:.2f} s at {sample_rate} Hz)", file=sys.stderr)
+        return 0
+    out = export_path(args.out, args.force)
     # The output path comes from the user only; member names never become paths.
     atomic_write(out, lambda f: sf.write(f, audio, sample_rate, format="WAV", subtype="PCM_16"))
     print(f"wrote {out} ({len(audio) / sample_rate:.2f} s at {sample_rate} Hz)")
     return 0
+
+
+def export_path(out: str, force: bool) -> Path:
+    """The file `export --out` may write: never a directory, a device or a link, an existing file only with
+    --force (DatasetError otherwise, before anything is read or written)."""
+    if not out.strip():
+        raise DatasetError("--out is empty: give a .wav file path, or - for standard output")
+    path = Path(out)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise DatasetError(f"--out {out} is {kind}: give a .wav file path (or - for standard output)")
+    if path.exists() and not force:
+        raise DatasetError(f"--out {out} exists; pass --force to replace it")
+    if not path.parent.is_dir():
+        raise DatasetError(f"--out {out}: no such directory {path.parent}")
+    return path
 
 
 def cmd_verify(layout: DatasetLayout, args) -> int:
@@ -128,7 +145,10 @@ def cmd_verify(layout: DatasetLayout, args) -> int:
 def cmd_plot(layout: DatasetLayout, args) -> int:
     from pipeline.shards.plots import plot_dataset  # matplotlib loads only for this subcommand
 
-    for path in plot_dataset(layout, Path(args.out)):
+    out = Path(args.out)
+    if not args.out.strip() or (out.exists() and not out.is_dir()):
+        raise DatasetError(f"--out {args.out!r} is not a directory: plot writes one PNG per figure into a folder")
+    for path in plot_dataset(layout, out):
         print(f"wrote {path}")
     return 0
 
@@ -151,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     export = add("export", cmd_export, "write one sample's audio as WAV")
     export.add_argument("key")
-    export.add_argument("--out", required=True, help="output .wav file")
+    export.add_argument("--out", required=True, help="output .wav file (- for standard output)")
+    export.add_argument("--force", action="store_true", help="replace an existing output file")
     export.add_argument("--enhanced", action="store_true", help="the enhanced audio instead of the original")
     add("verify", cmd_verify, "check every tar against its manifest").add_argument(
         "--quiet", action="store_true", help="no per-shard progress")
@@ -170,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `... | head`
         return 0
+    except OSError as e:  # a path the user gave that cannot be written or read
+        print(f"audiomill-shards: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

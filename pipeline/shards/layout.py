@@ -1,7 +1,9 @@
 """Where things live in a curated dataset directory, and atomic file writes."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,8 @@ MANIFEST_DIR = "manifest"
 REJECTED_DIR = "rejected"
 FAILED_DIR = "failed"
 TEMP_PREFIX = ".tmp-"
+# ShardWriter's names: {prefix}-{12 hex writer id}-{6 digit sequence}; only such tars are ever removed.
+SHARD_NAME = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{12}-[0-9]{6}$")
 
 
 class DatasetError(Exception):
@@ -66,6 +70,27 @@ class DatasetLayout:
             raise DatasetError(f"{self.root}: not an audiomill dataset (no {MANIFEST_DIR}/ or {DATASET_INFO})")
         return self
 
+    def is_ours(self) -> bool:
+        """Whether dataset.json is an audiomill dataset's (the mark a job leaves before writing anything)."""
+        try:
+            info = json.loads(self.info.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(info, dict) and "schema_version" in info and "pipeline_version" in info
+
+    def check_writable(self) -> None:
+        """DatasetError unless the root is absent, an empty directory, or a dataset of ours: a job never
+        writes into (or cleans up) a folder it does not own."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise DatasetError(f"output {self.root} exists and is not a directory")
+        if self.is_ours():
+            return
+        if any(self.root.iterdir()):
+            raise DatasetError(f"output {self.root} exists and is not an audiomill dataset (no {DATASET_INFO} of "
+                               "ours): give a new or empty folder")
+
     def committed_shards(self) -> list[str]:
         """Names of committed shards: those with a manifest part, sorted."""
         if not self.manifest.is_dir():
@@ -89,9 +114,9 @@ class DatasetLayout:
         return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(TEMP_PREFIX))
 
     def remove_orphans(self) -> list[Path]:
-        """Delete leftovers of a crash: temp files, and tars whose manifest was never written.
+        """Delete leftovers of a crash: our temp files, and tars of our naming whose manifest was never written.
 
-        Call once at job start, before any writer of this job opens a shard: a concurrent writer's tar
+        Nothing else is touched: a file a user put there is not ours to delete. Call once at job start, before any writer of this job opens a shard: a concurrent writer's tar
         waits between its rename and its manifest's rename and would look like an orphan.
         """
         removed = []
@@ -103,10 +128,16 @@ class DatasetLayout:
                     removed.append(p)
         if self.shards.is_dir():
             for tar in self.shards.glob("*.tar"):
-                if tar.stem not in committed:
+                if SHARD_NAME.match(tar.stem) and tar.stem not in committed:
                     tar.unlink(missing_ok=True)
                     removed.append(tar)
         return removed
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(directory: Path) -> None:
@@ -125,6 +156,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would keep a team's dataset from the team
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -5,11 +5,11 @@ Also the Parquet schemas of the `rejected/` and `failed/` parts.
 from __future__ import annotations
 
 import json
+import time
 from typing import Iterable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
@@ -27,6 +27,8 @@ def sha_column(suffix: str) -> str:
     """Manifest column holding the sha256 of one member, e.g. `sha256_enh_flac`."""
     return "sha256_" + suffix.replace(".", "_")
 
+
+SHA_COLUMNS = tuple(sha_column(s) for s in MEMBER_SUFFIXES)
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -71,7 +73,7 @@ REJECTED_SCHEMA = pa.schema([
 
 FAILED_SCHEMA = pa.schema([
     ("source", pa.string()), ("recording_id", pa.string()), ("stage", pa.string()),
-    ("error_type", pa.string()), ("message", pa.string()),
+    ("error_type", pa.string()), ("message", pa.string()), ("failed_at", pa.string()),
 ])
 
 
@@ -113,24 +115,61 @@ def rejected_rows(records: Iterable[RejectedRecord]) -> list[dict]:
 
 
 def failed_rows(records: Iterable[FailedRecord]) -> list[dict]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return [{"source": r.source, "recording_id": r.recording_id, "stage": r.stage,
-             "error_type": r.error_type, "message": r.message} for r in records]
+             "error_type": r.error_type, "message": r.message, "failed_at": now} for r in records]
+
+
+_KEY_PATTERN = r"^[0-9a-f]{16}(-s[0-9]{4})?_[0-9]{6}$"
+
+
+def check_part_schema(path, schema: pa.Schema) -> None:
+    """DatasetError naming the file unless its columns include `schema`'s, with the same types."""
+    try:
+        found = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetError(f"{path}: not a readable Parquet file ({e})") from None
+    for field in schema:
+        index = found.get_field_index(field.name)
+        if index < 0:
+            raise DatasetError(f"{path}: not a part of this kind (no column {field.name!r})")
+        if not found.field(index).type.equals(field.type):
+            raise DatasetError(f"{path}: column {field.name!r} is {found.field(index).type}, expected {field.type}")
+
+
+def _read_part(path, schema: pa.Schema, columns: Sequence[str]) -> pa.Table:
+    check_part_schema(path, schema)
+    try:
+        return pq.read_table(path, columns=list(columns))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from None
 
 
 def _read_parts(paths: list, schema: pa.Schema, columns: Optional[Sequence[str]]) -> pa.Table:
-    if not paths:
-        return schema.empty_table().select(list(columns) if columns else schema.names)
-    try:
-        return pads.dataset([str(p) for p in paths], schema=schema, format="parquet").to_table(columns=columns)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DatasetError(f"cannot read Parquet parts under {paths[0].parent}: {e}") from None
+    """The parts' rows, each part's schema checked first (a foreign Parquet file is named, not read as ours)."""
+    columns = list(columns) if columns else schema.names
+    tables = [_read_part(p, schema, columns) for p in paths]
+    return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
+
+
+def _read_manifest_part(path, name: str, columns: Sequence[str]) -> pa.Table:
+    """One manifest part, refused unless every row names this shard and carries a valid sample key:
+    the shard column becomes a tar path and the key a member name, so neither is taken on trust."""
+    wanted = list(dict.fromkeys([*columns, "shard", "key"]))
+    table = _read_part(path, MANIFEST_SCHEMA, wanted)
+    if table.num_rows and not pc.all(pc.equal(table.column("shard"), name)).as_py():
+        raise DatasetError(f"{path}: rows name another shard than {name!r}")
+    if table.num_rows and not pc.all(pc.match_substring_regex(table.column("key"), _KEY_PATTERN)).as_py():
+        raise DatasetError(f"{path}: holds a key that is not a sample key (RECORDINGID_NNNNNN)")
+    return table.select(list(columns))
 
 
 def read_manifest(layout: DatasetLayout, columns: Optional[Sequence[str]] = None,
                   shards: Optional[Sequence[str]] = None) -> pa.Table:
     """All committed manifest rows (or those of the named shards), as one Arrow table."""
-    names = layout.select_shards(shards)
-    return _read_parts([layout.shard_manifest(n) for n in names], MANIFEST_SCHEMA, columns)
+    columns = list(columns) if columns else MANIFEST_SCHEMA.names
+    tables = [_read_manifest_part(layout.shard_manifest(n), n, columns) for n in layout.select_shards(shards)]
+    return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table().select(columns)
 
 
 def read_rejected(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) -> pa.Table:
@@ -144,7 +183,25 @@ def read_rejected(layout: DatasetLayout, columns: Optional[Sequence[str]] = None
 
 
 def read_failed(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) -> pa.Table:
-    return _read_parts(layout.parts(layout.failed), FAILED_SCHEMA, columns)
+    """Failed rows that count: the latest failure of each recording that has no other outcome.
+
+    A retried input (`retry_failed=true`) that then committed or was rejected supersedes its failed rows,
+    and one that failed again keeps only its newest row, so stats count each lost input once."""
+    table = _read_parts(layout.parts(layout.failed), FAILED_SCHEMA, None)
+    if not table.num_rows:
+        return table.select(list(columns)) if columns else table
+    settled = set(read_manifest(layout, columns=["recording_id"]).column("recording_id").to_pylist())
+    settled.update(read_rejected(layout, columns=["recording_id"]).column("recording_id").to_pylist())
+    settled.update(rid.split("-s")[0] for rid in list(settled))  # a whole recording done session by session
+    latest: dict[str, int] = {}
+    for i, row in enumerate(table.select(["recording_id", "failed_at"]).to_pylist()):
+        rid = row["recording_id"]
+        if rid in settled:
+            continue
+        if rid not in latest or (row["failed_at"] or "") >= (table.column("failed_at")[latest[rid]].as_py() or ""):
+            latest[rid] = i
+    table = table.take(sorted(latest.values()))
+    return table.select(list(columns)) if columns else table
 
 
 def write_parquet(path, table: pa.Table) -> None:

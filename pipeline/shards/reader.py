@@ -1,22 +1,27 @@
 """Read samples of a curated dataset through `webdataset`, decoding members ourselves (never unpickling).
 
-The trainer composes `sample_pipeline` stages with its own shard splitting; tools call `iter_samples`.
+Tars are expanded by `members.iter_members` (names, types and sizes checked against the manifest before
+anything is read), then grouped into samples by webdataset. The trainer and tools call `iter_samples`.
 """
 from __future__ import annotations
 
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import webdataset as wds
+from webdataset.tariterators import group_by_keys, url_opener
 
 from pipeline.shards.codec import decode_audio, decode_npy
 from pipeline.shards.layout import DatasetError, DatasetLayout
-from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS
+from pipeline.shards.manifest import (
+    MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, SHA_COLUMNS, read_manifest,
+)
+from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SegmentRecord
-
 AudioChoice = Literal["original", "enhanced", "both"]
 
 
@@ -62,12 +67,40 @@ def shard_urls(layout: DatasetLayout, shards: Optional[Sequence[str]] = None) ->
     return [str(layout.shard_tar(n)) for n in layout.select_shards(shards)]
 
 
-def sample_pipeline(urls: Sequence[str], audio: AudioChoice = "original",
+def _checked_tar_members(limits_by_url: dict[str, dict[str, int]]):
+    """A webdataset stage: opened tar streams -> {fname, data, __url__}, refusing what the manifest does not promise."""
+    def expand(streams, handler=wds.reraise_exception):
+        for source in streams:
+            url = source["url"]
+            try:
+                for member in iter_members(source["stream"], limits_by_url[url]):
+                    if member.problem:
+                        raise DatasetError(f"{url}: {member.problem}")
+                    yield {"fname": member.name, "data": member.data, "__url__": url}
+            except (tarfile.TarError, EOFError, OSError, DatasetError) as e:
+                error = e if isinstance(e, DatasetError) else DatasetError(f"{url}: tar is truncated or unreadable ({e})")
+                if not handler(error):
+                    break
+            finally:
+                source["stream"].close()
+    return expand
+
+
+def sample_pipeline(layout: DatasetLayout, shards: Optional[Sequence[str]] = None, audio: AudioChoice = "original",
                     handler: Callable = wds.reraise_exception) -> wds.DataPipeline:
-    """A webdataset pipeline over the given tars yielding Samples; `handler` is webdataset's error policy."""
+    """A webdataset pipeline over the committed shards (all, or the named ones) yielding Samples;
+    `handler` is webdataset's error policy."""
+    names = layout.select_shards(shards)
+    rows = read_manifest(layout, columns=["key", "shard", "size_bytes", *SHA_COLUMNS], shards=names).to_pylist()
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows:
+        by_shard.setdefault(row["shard"], []).append(row)
+    limits = {str(layout.shard_tar(n)): member_limits(by_shard.get(n, [])) for n in names}
     return wds.DataPipeline(
-        wds.SimpleShardList(list(urls)),
-        wds.tarfile_to_samples(handler=handler),
+        wds.SimpleShardList(list(limits)),
+        wds.pipelinefilter(url_opener)(handler=handler),
+        wds.pipelinefilter(_checked_tar_members(limits))(handler=handler),
+        wds.pipelinefilter(group_by_keys)(handler=handler),
         wds.map(lambda raw: decode_sample(raw, audio), handler=handler),
     )
 
@@ -79,6 +112,6 @@ def iter_samples(root: str | os.PathLike, shards: Optional[Sequence[str]] = None
     >>> for s in iter_samples("out/ds", audio="enhanced"):     # doctest: +SKIP
     ...     print(s.key, s.record.text, s.audio.shape)
     """
-    urls = shard_urls(DatasetLayout.of(root).require(), shards)
-    if urls:  # webdataset's shard list refuses an empty list
-        yield from sample_pipeline(urls, audio)
+    layout = DatasetLayout.of(root).require()
+    if layout.select_shards(shards):  # webdataset's shard list refuses an empty list
+        yield from sample_pipeline(layout, shards, audio)

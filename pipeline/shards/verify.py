@@ -5,13 +5,14 @@ import hashlib
 import json
 import tarfile
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from pipeline.shards.codec import decode_audio, decode_npy
 from pipeline.shards.layout import DatasetLayout
 from pipeline.shards.manifest import MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, expected_members, read_manifest
+from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SchemaError, SegmentRecord, expected_token_count
 
 # Stored audio may differ from end-start by rounding to whole samples at both ends.
@@ -26,14 +27,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.shard}{'/' + self.key if self.key else ''}: {self.message}"
-
-
-def read_tar_members(path) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each regular file in a tar; raises tarfile.TarError or EOFError when damaged."""
-    with tarfile.open(path, mode="r|") as tar:
-        for info in tar:
-            if info.isfile():
-                yield info.name, tar.extractfile(info).read()
 
 
 def check_sample(row: dict, members: dict[str, bytes]) -> list[str]:
@@ -91,7 +84,7 @@ def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict]) -> list[Pr
     if not path.is_file():
         return [Problem(shard, None, f"manifest has {len(rows)} samples but {path} is missing")]
     rows_by_key = {row["key"]: row for row in rows}
-    wanted = {name for row in rows for name in expected_members(row)}
+    limits = member_limits(rows)  # a member the manifest does not promise, or larger than promised, is never read
     problems: list[Problem] = []
     current_key, current = None, {}
 
@@ -101,15 +94,15 @@ def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict]) -> list[Pr
             problems.extend(Problem(shard, row["key"], m) for m in check_sample(row, current))
 
     try:
-        for name, data in read_tar_members(path):
-            key = name.split(".", 1)[0]
+        for member in iter_members(str(path), limits):
+            if member.problem:
+                problems.append(Problem(shard, None, member.problem))
+                continue
+            key = member.name.split(".", 1)[0]
             if key != current_key:
                 finish_sample()
                 current_key, current = key, {}
-            if name in wanted:
-                current[name] = data
-            else:
-                problems.append(Problem(shard, None, f"member {name} is not in the manifest"))
+            current[member.name] = member.data
     except (tarfile.TarError, EOFError, OSError) as e:
         problems.append(Problem(shard, None, f"tar is truncated or unreadable: {e}"))
     finish_sample()

@@ -76,7 +76,7 @@ def test_extra_member_is_reported(dataset_copy):
         info.size = 3
         t.addfile(info, io.BytesIO(b"abc"))
     _, problems = messages(dataset_copy)
-    assert any("../../escape.flac is not in the manifest" in p for p in problems)
+    assert any("'../../escape.flac' is not in the manifest" in p for p in problems)
 
 
 @pytest.mark.parametrize("wrong_count", [1, 500])

@@ -155,7 +155,8 @@ def test_failed_inputs_are_recorded_and_counted(tmp_path):
         writer.add_failed([FailedRecord(source="/x/bad.wav", recording_id="0123456789abcdef", stage="decode",
                                         error_type="DecodeError", message="not audio")])
     layout = DatasetLayout.of(tmp_path / "ds")
-    assert read_failed(layout).to_pylist() == [{"source": "/x/bad.wav", "recording_id": "0123456789abcdef",
+    assert read_failed(layout, columns=["source", "recording_id", "stage", "error_type", "message"]
+                       ).to_pylist() == [{"source": "/x/bad.wav", "recording_id": "0123456789abcdef",
                                                 "stage": "decode", "error_type": "DecodeError",
                                                 "message": "not audio"}]
     assert done_recordings(layout) == {"0123456789abcdef"}
