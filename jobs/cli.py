@@ -23,9 +23,40 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"overrides must be key=value, got {' '.join(bad)}")
     OmegaConf.set_struct(base, True)  # a typo in an override is an error, not a new key
     try:
-        return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     except Exception as e:  # OmegaConf raises several error types for bad keys and values
         raise ConfigError(f"bad override: {e}") from None
+    problems = [p for o in overrides if (p := override_type_problem(base, merged, o.split("=", 1)[0]))]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return merged
+
+
+def _kind(value) -> str | None:
+    """The type a setting's value has, in the config file's terms (None: unset, any value goes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if OmegaConf.is_list(value) or isinstance(value, list) else "a mapping"
+
+
+def override_type_problem(base: DictConfig, merged: DictConfig, key: str) -> str | None:
+    """A key=value override must have the type the config file gives the key (an integer stays an integer:
+    `shards.target_bytes=abc` is an error here, not a traceback after the job has started)."""
+    expected = _kind(OmegaConf.select(base, key, throw_on_missing=False))
+    got = _kind(OmegaConf.select(merged, key, throw_on_missing=False))
+    if expected is None or got is None or expected == got or (expected, got) == ("a number", "an integer"):
+        return None
+    if expected == "a string" and got in ("an integer", "a number", "true or false"):
+        return None  # a model name or language code that looks like a number is still a name
+    return f"{key}={OmegaConf.select(merged, key)!r} must be {expected}"
 
 
 def _load_with_base(path: str) -> DictConfig:

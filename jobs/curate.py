@@ -4,7 +4,9 @@
     ray job submit --address http://HOST:8265 --working-dir . -- python -m jobs.curate --config ...
 
 Exactly once: recordings already committed, rejected or failed in OUTPUT are skipped, so a rerun after a
-crash adds exactly what is missing and a rerun after success adds nothing.
+crash adds exactly what is missing and a rerun after success adds nothing; `retry_failed=true` processes
+the failed ones again. OUTPUT must be new, empty or a dataset of ours. Exit 2: a config or input error
+(before any work) or a stage that cannot start; 3: a cluster that cannot hold the pools.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from jobs.curate_checks import validate
 from pipeline import __version__
 from pipeline.inputs import InputError, list_inputs
 from pipeline.ledger import done_recordings
-from pipeline.ray_runner import StagePlan, curate_stream
-from pipeline.shards import DatasetLayout, PipelineInfo, ShardWriter
+from pipeline.ray_runner import SchedulingError, StagePlan, curate_stream
+from pipeline.shards import DatasetError, DatasetLayout, PipelineInfo, ShardWriter
+from pipeline.shards.writer import write_dataset_info
 from pipeline.shards.schema import recording_id_for
 from pipeline.stages.diarize import DiarizeStage
 from pipeline.stages.enhance import EnhanceStage
@@ -69,42 +72,74 @@ def work_to_do(sources: list[str], done: set[str]) -> list[tuple[str, list[str]]
     return todo
 
 
+def error(message: str) -> None:
+    for line in str(message).splitlines():
+        print(f"curate: error: {line}", file=sys.stderr)
+
+
 def main(cfg: DictConfig) -> int:
+    layout = DatasetLayout.of(cfg.output) if "output" not in OmegaConf.missing_keys(cfg) else None
     try:
         validate(cfg)
+        layout.check_writable()  # never write into (or clean up) a folder that is not ours
         sources = list_inputs(cfg.input, cfg.input_extensions)
-    except (ConfigError, InputError) as e:
-        print(f"curate: error: {e}", file=sys.stderr)
+    except (ConfigError, InputError, DatasetError) as e:
+        error(e)
         return 2
     config = OmegaConf.to_container(cfg, resolve=True)
     pipeline = PipelineInfo.for_config(__version__, config)
-    layout = DatasetLayout.of(cfg.output)
+    models = {"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend,
+              "enhance": cfg.enhance.model if cfg.enhance.enabled else None,
+              "tokenize": cfg.tokenize.model if cfg.tokenize.enabled else None}
     layout.create()
-    layout.remove_orphans()  # once, before this job's writer opens a shard
-    todo = work_to_do(sources, done_recordings(layout))
+    if not layout.is_ours():  # the mark first: a run killed before its first shard leaves a dataset of ours
+        write_dataset_info(layout, config, models)
+    layout.remove_orphans()  # once, before this job's writer opens a shard; only our temp files and tars
+    todo = work_to_do(sources, done_recordings(layout, retry_failed=cfg.retry_failed))
     summary = CurationSummary(inputs=len(sources), skipped_done=len(sources) - len(todo))
     resplit = sum(1 for _, sessions in todo if sessions)
-    print(f"curate: {len(sources)} inputs, {summary.skipped_done} already done, {len(todo)} to process"
+    retried = " (failed ones retried)" if cfg.retry_failed else ""
+    print(f"curate: {len(sources)} inputs, {summary.skipped_done} already done{retried}, {len(todo)} to process"
           + (f" ({resplit} split into sessions, some done: decoded again to find the rest)" if resplit else ""))
 
     started = time.perf_counter()
     writer = ShardWriter(layout.root, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,
-                         sample_rate=cfg.sample_rate, clean_orphans=False, config=config,
-                         models={"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend,
-                                 "enhance": cfg.enhance.model if cfg.enhance.enabled else None,
-                                 "tokenize": cfg.tokenize.model if cfg.tokenize.enabled else None})
-    for packed in curate_stream(cfg, todo, stage_plans(cfg), pipeline):
-        if packed.failure:
-            writer.add_failed([packed.failure])
-        elif packed.samples:
-            writer.add_encoded_recording(packed.samples, packed.rejected)
-        else:
-            writer.add_rejected(packed.rejected)
-        summary.add(packed)
+                         sample_rate=cfg.sample_rate, clean_orphans=False, config=config, models=models)
+    try:
+        for packed in curate_stream(cfg, todo, stage_plans(cfg), pipeline):
+            if packed.failure:
+                writer.add_failed([packed.failure])
+            elif packed.samples:
+                writer.add_encoded_recording(packed.samples, packed.rejected)
+            else:
+                writer.add_rejected(packed.rejected)
+            summary.add(packed)
+    except SchedulingError as e:
+        writer.close(summary.to_dict())
+        error(e)
+        return 3
+    except Exception as e:  # an actor that cannot start fails every input alike: one line, not Ray's traceback
+        setup = stage_setup_error(e)
+        if setup is None:
+            raise
+        writer.close(summary.to_dict())
+        error(setup)
+        return 2
     summary.wall_seconds = time.perf_counter() - started
     writer.close(summary.to_dict())
     print(summary.format())
     return 0
+
+
+def stage_setup_error(e: BaseException) -> str | None:
+    """The StageSetupError line inside Ray's wrapping of an actor's failed constructor, if that is what `e` is."""
+    import traceback
+
+    text = "".join(traceback.format_exception(e))
+    marker = "StageSetupError: "
+    if marker not in text:
+        return None
+    return text[text.rindex(marker) + len(marker):].splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Resumes from the latest complete checkpoint in run_dir. SIGTERM saves a checkpoi
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,8 @@ from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, s
 from trainer.metrics import MetricsLog
 from trainer.optim import build_training, freeze_whisper_for_this_step
 from trainer.build import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
+from trainer.checks import run_problems
+from trainer.data.stream import DataError
 from trainer.data.tasks import TASKS
 from trainer.step import collective_device, forward_backward
 
@@ -55,6 +58,28 @@ def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
 
 
 def main(cfg: DictConfig, job: str = "pretrain") -> int:
+    """Check everything first (no model, no process group), then train; a data error is one line, exit 2."""
+    problems = run_problems(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    if problems:
+        if os.environ.get("RANK", "0") == "0":  # every rank finds the same: one copy on the console
+            for line in problems:
+                print(f"{job}: error: {line}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return train(cfg, job)
+    except DataError as e:
+        print(f"{job}: error: rank {os.environ.get('RANK', '0')}: {data_error_line(e)}", file=sys.stderr, flush=True)
+        return 2
+
+
+def data_error_line(e: DataError) -> str:
+    """The message alone: from a loader worker, torch wraps it in the worker's traceback."""
+    text = str(e).strip()
+    marker = "DataError: "
+    return text[text.rindex(marker) + len(marker):].strip() if marker in text else text.splitlines()[0]
+
+
+def train(cfg: DictConfig, job: str) -> int:
     torch.set_num_threads(cfg.train.threads)
     init_parallel(cfg.parallel.tensor, cfg.parallel.pipeline, seed=cfg.seed)
     dp_rank, dp_size, keeps_loader_state = parallel_ranks()

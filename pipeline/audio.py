@@ -26,6 +26,23 @@ class DecodedAudio:
         return len(self.samples) / self.sample_rate
 
 
+class _OpenedByDescriptor(str):
+    """A `/proc/self/fd/N` alias of a file whose own name FFmpeg cannot be given; closes N when dropped."""
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def _utf8_alias(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    alias = _OpenedByDescriptor(f"/proc/self/fd/{fd}")
+    alias.fd = fd
+    return alias
+
+
 def _open_source(source: str):
     """A local path as is; a URL (s3://, gs://, http://...) read into bytes through fsspec."""
     if "://" not in source or source.startswith("file://"):
@@ -38,6 +55,10 @@ def _open_source(source: str):
             raise DecodeError(f"{path} is not readable (permission denied)")
         if os.path.getsize(path) == 0:
             raise DecodeError(f"{path} is empty (0 bytes)")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # a name that is not UTF-8: FFmpeg (through torchcodec) takes only str
+            return _utf8_alias(path)
         return path
     import fsspec
 

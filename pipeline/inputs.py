@@ -30,7 +30,7 @@ def list_inputs(spec: str, extensions: Sequence[str]) -> list[str]:
     if any(ch in spec for ch in "*?["):
         return sorted(p for p in glob.glob(spec, recursive=True))
     if spec.lower().endswith(LIST_SUFFIXES) and os.path.isfile(spec):
-        with open(spec, encoding="utf-8") as f:
+        with open(spec, encoding="utf-8", errors="surrogateescape") as f:  # names are bytes
             return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     if os.path.exists(spec):
         return [spec]

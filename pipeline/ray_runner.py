@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.capacity import cluster_nodes, stage_demands, unschedulable
 from pipeline.shards.schema import PipelineInfo
 from pipeline.stages.base import Stage, run_stage
 from pipeline.stages.decode import decode_sessions
@@ -73,12 +75,24 @@ def to_batch(works: list[RecordingWork]) -> dict:
     return {name: [row[name] for row in rows] for name in ("work", "audio", "enhanced")}
 
 
+class StageSetupError(RuntimeError):
+    """A stage's actor could not start (its model, its device): one line naming the stage."""
+
+
+class SchedulingError(RuntimeError):
+    """The cluster cannot hold the job's pools, and did not grow to within the configured wait."""
+
+
 class _StageActor:
     """Ray Data actor: builds its stage and loads its model once, then processes batches of works."""
 
-    def __init__(self, make: Callable[[], Stage]):
-        self.stage = make()
-        self.stage.setup()
+    def __init__(self, name: str, make: Callable[[], Stage]):
+        try:
+            self.stage = make()
+            self.stage.setup()
+        except Exception as e:  # surfaces in the driver through Ray's error chain; the job prints this line
+            raise StageSetupError(f"stage {name} could not start on {os.uname().nodename}: "
+                                  f"{type(e).__name__}: {e}") from None
 
     def __call__(self, batch: dict) -> dict:
         works = [from_row(w, a, e) for w, a, e in zip(batch["work"], batch["audio"], batch["enhanced"])]
@@ -97,12 +111,34 @@ def init_ray(cfg: DictConfig) -> None:
              ignore_reinit_error=True)
 
 
+def wait_for_capacity(cfg: DictConfig, say: Callable[[str], None] = print) -> None:
+    """Return once the cluster's alive nodes can hold every pool; SchedulingError after
+    `ray.schedule_timeout_s` without (an autoscaler may add nodes meanwhile)."""
+    import ray
+
+    demands = stage_demands(cfg)
+    deadline = time.monotonic() + cfg.ray.schedule_timeout_s
+    announced = False
+    while True:
+        problems = unschedulable(demands, cluster_nodes(ray.nodes()))
+        if not problems:
+            return
+        if time.monotonic() >= deadline:
+            raise SchedulingError("; ".join(problems) + f" (waited {cfg.ray.schedule_timeout_s} s for capacity)")
+        if not announced:
+            say(f"curate: waiting up to {cfg.ray.schedule_timeout_s} s for the cluster to hold the pools: "
+                + "; ".join(problems))
+            announced = True
+        time.sleep(2)
+
+
 def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
                   pipeline: PipelineInfo) -> Iterator[PackedRecording]:
     """Packed recordings as they finish, for `todo` = [(source, recording ids to skip)], in any order."""
     import ray
 
     init_ray(cfg)
+    wait_for_capacity(cfg)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.ray.progress_bars
     context.execution_options.preserve_order = False
@@ -114,7 +150,8 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
 
     def decode(row: dict) -> Iterator[dict]:
         # a generator: each session leaves the task as its own block before the next one is decoded
-        for work in decode_sessions(row["source"], OmegaConf.create(decode_cfg), sample_rate, set(row["skip"])):
+        source = os.fsdecode(row["source"])  # bytes across Ray: a file name need not be valid UTF-8
+        for work in decode_sessions(source, OmegaConf.create(decode_cfg), sample_rate, set(row["skip"])):
             yield to_row(work)
 
     def pack(row: dict) -> dict:
@@ -122,14 +159,14 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
         packed = pack_recording(from_row(row["work"], row["audio"], row["enhanced"]), pipeline)
         return {"packed": pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)}
 
-    items = [{"source": source, "skip": list(skip)} for source, skip in todo]
+    items = [{"source": os.fsencode(source), "skip": list(skip)} for source, skip in todo]
     if not items:
         return
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), cfg.ray.input_blocks))
     ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus)
     for plan in stages:
         r = plan.resources
-        ds = ds.map_batches(_StageActor, fn_constructor_args=(plan.make,), batch_size=r.batch_size,
+        ds = ds.map_batches(_StageActor, fn_constructor_args=(plan.name, plan.make), batch_size=r.batch_size,
                             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=r.concurrency),
                             num_cpus=r.num_cpus,
                             num_gpus=r.num_gpus or None)

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -42,8 +43,21 @@ def recording_id_for(source: str, session: Optional[int] = None) -> str:
     >>> recording_id_for("/data/a.wav")
     '8b1d0c2c0e7d1b0f'  # doctest: +SKIP
     """
-    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+    try:  # the name's bytes: a Latin-1 file name arrives as surrogate escapes and is an input like any other
+        raw = os.fsencode(source)
+    except UnicodeEncodeError:
+        raw = source.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(raw).hexdigest()[:16]
     return digest if session is None else f"{digest}-s{session:04d}"
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8 for records, Parquet and the console: bytes of a file name that are not UTF-8
+    (surrogate escapes) become `\\xNN`; everything else is unchanged."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def segment_key(recording_id: str, segment_index: int) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from pipeline.shards.schema import (
-    AudioInfo, FailedRecord, PipelineInfo, RejectedRecord, SegmentRecord, TokenInfo, segment_key,
+    AudioInfo, FailedRecord, PipelineInfo, RejectedRecord, SegmentRecord, TokenInfo, printable, segment_key,
 )
 from pipeline.shards.writer import EncodedSample, SegmentSample, encode_sample
 from pipeline.stages.work import RecordingWork
@@ -37,12 +37,13 @@ def pack_recording(work: RecordingWork, pipeline: PipelineInfo) -> PackedRecordi
 
 
 def _pack(work: RecordingWork, pipeline: PipelineInfo) -> PackedRecording:
+    work = replace(work, source=printable(work.source))  # what records and ledgers say; the id has the bytes
     common = dict(source=work.source, recording_id=work.recording_id, seconds=work.seconds,
                   source_seconds=work.source_seconds or 0.0, stage_seconds=work.stage_seconds)
     if work.failure is not None:
         f = work.failure
         return PackedRecording(**common, failure=FailedRecord(work.source, work.recording_id, f.stage, f.error_type,
-                                                               f.message))
+                                                               printable(f.message)))
     if work.rejection is not None:
         r = work.rejection
         return PackedRecording(**common, rejected=(RejectedRecord(

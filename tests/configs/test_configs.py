@@ -65,10 +65,15 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     validate(demo)
     default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # GPU stages: a cluster's capacity is checked once attached
     validate(default)  # hub ids are fine with network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="hub id"):
         validate(default)
+    monkeypatch.delenv("RAY_ADDRESS")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):  # embedded on this machine
+            validate(default)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -16,7 +17,7 @@ import soundfile as sf
 
 from pipeline.shards import DatasetLayout, iter_samples
 from pipeline.shards.manifest import read_failed, read_manifest, read_rejected
-from pipeline.shards.schema import recording_id_for
+from pipeline.shards.schema import printable, recording_id_for
 from pipeline.shards.verify import verify_dataset
 from jobs.build_models import curate_overrides
 from tests.jobs.conftest import REPO, VENV_BIN, ray_env, write_silence
@@ -102,6 +103,10 @@ def mixed_inputs(spoken_inputs, tmp_path) -> tuple[Path, dict[str, str]]:
     expect = {}
     for good in sorted(spoken_inputs[0].glob("*.wav"))[:2]:
         expect[str(shutil.copy(good, folder / good.name))] = "committed"
+    latin1 = folder / os.fsdecode(b"caf\xe9.wav")  # not UTF-8: an input like any other
+    shutil.copy(sorted(spoken_inputs[0].glob("*.wav"))[2], latin1)
+    expect[printable(str(latin1))] = "committed"
+    shutil.copy(sorted(spoken_inputs[0].glob("*.wav"))[3], tmp_path / "later.wav")  # not an input yet
     (folder / "empty.wav").write_bytes(b"")
     (folder / "not-audio.mp3").write_bytes(b"plain text, certainly not audio " * 50)
     (folder / "a-folder.flac").mkdir()
@@ -130,12 +135,28 @@ def test_every_input_ends_in_exactly_one_place(ray_cluster, mixed_inputs, offlin
     assert {r["stage"] for r in failed.values()} == {"decode"}
     assert all(r["recording_id"] == recording_id_for(s) for s, r in failed.items())
 
+    assert printable(str(folder / os.fsdecode(b"caf\xe9.wav"))).endswith("caf\\xe9.wav")
+    assert recording_id_for(os.fsdecode(str(folder).encode() + b"/caf\xe9.wav")) in {
+        r["recording_id"] for r in read_manifest(DatasetLayout.of(dataset)).to_pylist()}
+
     manifests = sorted(p.name for p in (dataset / "manifest").iterdir())
     second = run_curate(ray_cluster, *args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"{len(expect)} already done, 0 to process" in second.stdout
     assert sorted(p.name for p in (dataset / "manifest").iterdir()) == manifests
     assert outcomes(dataset) == {source: [place] for source, place in expect.items()}
+
+    # A transient failure is not forever: the folder becomes a real recording, and a retry commits it,
+    # superseding its failed row; inputs that fail again count once.
+    (folder / "a-folder.flac").rmdir()
+    shutil.copy(tmp_path / "later.wav", folder / "a-folder.flac")
+    third = run_curate(ray_cluster, *args, "retry_failed=true")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "(failed ones retried), 5 to process" in third.stdout
+    expect[str(folder / "a-folder.flac")] = "committed"
+    assert outcomes(dataset) == {source: [place] for source, place in expect.items()}
+    assert DatasetLayout.of(dataset).is_ours() and json.loads((dataset / "dataset.json").read_text())[
+        "totals"]["failed"] == 4
 
 
 def test_configuration_error_stops_before_any_work(ray_cluster, spoken_inputs, offline_models, tmp_path):
@@ -178,3 +199,61 @@ def test_killed_job_resumes_to_the_same_dataset(ray_cluster, spoken_inputs, offl
     assert f"{committed_at_kill} already done" in resumed.stdout
     assert audio_hashes(killed) == audio_hashes(reference)
     assert verify_dataset(DatasetLayout.of(killed))[1] == []
+
+
+def run_driver_alone(*args) -> subprocess.CompletedProcess:
+    """The job with no cluster to attach to (an embedded Ray would start): for checks made before any work."""
+    env = {k: v for k, v in ray_env().items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_every_bad_setting_is_named_before_any_work(spoken_inputs, offline_models, tmp_path):
+    folder, _ = spoken_inputs
+    result = run_driver_alone(*curate_args(folder, tmp_path / "out", offline_models, "sample_rate=-1",
+                                           "shards.target_bytes=0", "diarize.cluster_merge_threshold=3",
+                                           "transcribe.model=/nonexistent", "quality.limits.min_duration=50",
+                                           "enhance.device=cuda"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith("curate: error: ") for line in lines)
+    for expected in ("sample_rate=-1", "shards.target_bytes=0", "cosine similarity", "no CTranslate2 model folder",
+                     "min_duration", "enhance: device cuda but resources.enhance.num_gpus=0"):
+        assert sum(expected in line for line in lines) == 1, (expected, lines)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["shards.target_bytes=abc"], "shards.target_bytes='abc' must be an integer"),
+    (["resources.transcribe.num_cpus=64"], "one actor needs 64 CPU"),
+    (["resources.quality.concurrency=9"], "the pools need 4 CPU together"),
+    (["transcribe.device=cuda", "resources.transcribe.num_gpus=1"], "this machine has no CUDA device"),
+])
+def test_settings_an_embedded_ray_can_never_run_are_refused(spoken_inputs, offline_models, tmp_path, overrides,
+                                                            message):
+    folder, _ = spoken_inputs
+    result = run_driver_alone(*curate_args(folder, tmp_path / "out", offline_models, *overrides))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cluster_that_cannot_hold_the_pools_is_reported(ray_cluster, spoken_inputs, offline_models, tmp_path):
+    folder, _ = spoken_inputs
+    result = run_curate(ray_cluster, *curate_args(folder, tmp_path / "out", offline_models,
+                                                  "resources.transcribe.num_cpus=8", "ray.schedule_timeout_s=3"))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "resources.transcribe: one actor needs 8 CPU" in result.stderr and "the cluster has 3" in result.stderr
+    assert "waited 3 s" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_output_that_is_not_a_dataset_of_ours_is_never_touched(spoken_inputs, offline_models, tmp_path):
+    folder, _ = spoken_inputs
+    foreign = tmp_path / "theirs"
+    (foreign / "shards").mkdir(parents=True)
+    (foreign / "shards" / "other.tar").write_bytes(b"someone else's tar")
+    (foreign / "shards" / "shard-0123456789ab-000000.tar").write_bytes(b"named like ours, still not ours")
+    before = sorted(p.name for p in (foreign / "shards").iterdir())
+    for extra in (["shards.target_bytes=abc"], []):
+        result = run_driver_alone(*curate_args(folder, foreign, offline_models, *extra))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not an audiomill dataset" in result.stderr
+    assert sorted(p.name for p in (foreign / "shards").iterdir()) == before

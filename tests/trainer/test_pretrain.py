@@ -171,3 +171,53 @@ def test_sigterm_saves_and_loader_workers_resume_exactly(training_inputs, tmp_pa
     resumed = run(torchrun_cmd(training_inputs, run_dir, *extra, nproc=1))
     assert f"at step {stopped_at}" in resumed.stdout
     assert losses(run_dir) == losses(reference)
+
+
+
+def untokenized_dataset(root, dialogs):
+    from pipeline.shards import ShardWriter
+    from tests.conftest import SAMPLE_RATE, dialog_samples
+
+    with ShardWriter(root, sample_rate=SAMPLE_RATE, target_samples=4) as writer:
+        for source, dialog in dialogs:
+            writer.add_recording(*dialog_samples(source, dialog, tokens=False))
+    return root
+
+
+def test_every_bad_training_setting_is_named_before_the_model_is_built(training_inputs, dialogs, tmp_path):
+    base = [sys.executable, "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml"]
+    cases = {
+        "data.micro_batch_rows=0": "data.micro_batch_rows=0 must be >= 1",
+        f"data.dataset={tmp_path}": "not an audiomill dataset",
+        f"data.dataset={untokenized_dataset(tmp_path / 'untokenized', dialogs)}": "have no semantic tokens",
+        "data.seq_len=1": "data.seq_len=1 cannot hold one asr sample",
+        "train.global_batch_rows=3": "train.global_batch_rows=3 is not a multiple",
+    }
+    for override, message in cases.items():
+        started = time.perf_counter()
+        result = subprocess.run([*base, *pretrain_overrides(training_inputs, tmp_path / "run", override)], cwd=REPO,
+                                env=env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert any(l.startswith("pretrain: error: ") and message in l for l in result.stderr.splitlines()), (
+            override, result.stderr[-2000:])
+        assert not (tmp_path / "run").exists()  # nothing was started
+        print(f"{override}: refused in {time.perf_counter() - started:.1f} s")
+    # all at once, under torchrun: one copy of each line, from rank 0
+    result = subprocess.run(torchrun_cmd(training_inputs, tmp_path / "run", "data.seq_len=1", "train.steps=0",
+                                         "train.global_batch_rows=3"), cwd=REPO, env=env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0
+    for message in ("data.seq_len=1 cannot hold one text_only", "train.steps=0 must be >= 1"):
+        assert result.stderr.count(message) == 1, result.stderr[-3000:]
+
+
+def test_a_dataset_with_every_shard_unreadable_stops_with_one_error(training_inputs, tmp_path):
+    dataset = Path(shutil.copytree(training_inputs["dataset"], tmp_path / "broken"))
+    for tar in (dataset / "shards").glob("*.tar"):
+        tar.write_bytes(tar.read_bytes()[:1000])  # cut inside the first header's data
+    result = subprocess.run(torchrun_cmd({**training_inputs, "dataset": dataset}, tmp_path / "run",
+                                         "train.eval_dataset=null", "data.strict=false"),
+                            cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "yielded nothing: all are unreadable" in result.stderr, result.stderr[-3000:]
+    assert result.stderr.count("skipping unreadable shard") <= len(list((dataset / "shards").glob("*.tar")))

@@ -125,11 +125,17 @@ class PretrainStream:
 
     def _next_recording(self) -> list:
         s = self._state
+        # an epoch walked whole within this call has yielded nothing: every shard of it was unreadable
+        whole_epoch_here, last_error = s.shard_pos == 0 and s.recording_pos == 0, None
         while True:
             if self._recordings is None:
                 shards = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)
                 if s.shard_pos >= len(shards):
+                    if whole_epoch_here:
+                        raise DataError(f"a whole pass over the {len(shards)} shard(s) of reader {self.rank} "
+                                        f"yielded nothing: all are unreadable (last: {last_error})")
                     s.epoch, s.shard_pos, s.recording_pos = s.epoch + 1, 0, 0
+                    whole_epoch_here = True
                     continue
                 self._recordings = self._shard_recordings(shards[s.shard_pos])
             try:
@@ -141,6 +147,7 @@ class PretrainStream:
                 if self.strict:
                     raise DataError(f"shard {shard} is unreadable: {e}") from e
                 s.skipped_shards += 1
+                last_error = f"{shard}: {e}"
                 log.warning("skipping unreadable shard %s: %s", shard, e)
             self._recordings = None
             s.shard_pos, s.recording_pos, s.segment_pos = s.shard_pos + 1, 0, 0

@@ -1,0 +1,105 @@
+"""Checks of a training config and its data before any rank builds the model: every problem, one line each.
+
+Reads only manifests and folder listings (seconds, no model, no process group), so a run that cannot
+train stops in the time it takes to start Python, with everything wrong at once.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow.compute as pc
+from omegaconf import DictConfig
+
+from trainer.data.tasks import TASKS, TASKS_NEEDING_TEXT, SegmentInput, SpecialIds, build_task, build_text_only
+
+
+def run_problems(cfg: DictConfig, world_size: int) -> list[str]:
+    """What stops this config from training on `world_size` processes (empty: nothing)."""
+    problems: list[str] = []
+    add = problems.append
+    d, t, p = cfg.data, cfg.train, cfg.parallel
+    for name, value in (("data.seq_len", d.seq_len), ("data.micro_batch_rows", d.micro_batch_rows),
+                        ("data.max_window_segments", d.max_window_segments), ("train.steps", t.steps),
+                        ("train.global_batch_rows", t.global_batch_rows), ("train.log_every", t.log_every),
+                        ("train.save_every", t.save_every), ("parallel.tensor", p.tensor),
+                        ("parallel.pipeline", p.pipeline)):
+        if value < 1:
+            add(f"{name}={value} must be >= 1")
+    if d.num_workers < 0:
+        add(f"data.num_workers={d.num_workers} must be >= 0")
+    if not 0 <= d.enhanced_fraction <= 1:
+        add(f"data.enhanced_fraction={d.enhanced_fraction} must be in [0, 1]")
+    weights = dict(cfg.tasks)
+    if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+        add("tasks: weights must be >= 0 with at least one > 0")
+    model_parallel = max(1, p.tensor) * max(1, p.pipeline)
+    if world_size % model_parallel:
+        add(f"{world_size} processes do not divide into tensor x pipeline = {p.tensor} x {p.pipeline}")
+    dp = max(1, world_size // model_parallel)
+    if d.micro_batch_rows >= 1 and t.global_batch_rows >= 1 and t.global_batch_rows % (d.micro_batch_rows * dp):
+        add(f"train.global_batch_rows={t.global_batch_rows} is not a multiple of data.micro_batch_rows x data "
+            f"parallel ({d.micro_batch_rows} x {dp})")
+    for setting, folder in (("data.text_tokenizer", d.text_tokenizer), ("model.whisper", cfg.model.whisper),
+                            ("model.init_checkpoint", cfg.model.init_checkpoint)):
+        if folder and not os.path.isdir(folder):
+            add(f"{setting}: no folder {folder}")
+    if weights.get("text_only", 0) > 0:
+        if not d.text_corpus:
+            add("tasks.text_only has weight but no text corpus is configured (data.text_corpus)")
+        problems += [f"data.text_corpus: no file {c}" for c in d.text_corpus if not os.path.isfile(c)]
+    readers = dp * max(1, d.num_workers)
+    shortest = dataset_problems(add, "data.dataset", d.dataset, readers)
+    if t.eval_every and t.eval_dataset:
+        dataset_problems(add, "train.eval_dataset", t.eval_dataset, dp)
+    if shortest is not None and d.seq_len >= 1 and sum(weights.values()) > 0:
+        problems += seq_len_problems(cfg, weights, shortest)
+    return problems
+
+
+def dataset_problems(add, setting: str, dataset: str, readers: int) -> int | None:
+    """Check a dataset for training; returns its shortest segment's token count (None when unusable)."""
+    from pipeline.shards import DatasetError, DatasetLayout
+    from pipeline.shards.manifest import read_manifest
+
+    try:
+        table = read_manifest(DatasetLayout.of(dataset).require(), columns=["shard", "token_count"])
+    except DatasetError as e:
+        add(f"{setting}: {e}")
+        return None
+    if not table.num_rows:
+        add(f"{setting}: {dataset} holds no committed samples")
+        return None
+    shards = pc.count_distinct(table.column("shard")).as_py()
+    if shards < readers:
+        add(f"{setting}: {shards} shard(s) for {readers} readers (data parallel x loader workers); every reader "
+            f"needs at least one: write smaller shards (shards.target_samples) or use fewer workers")
+    without = table.column("token_count").null_count
+    if without:
+        add(f"{setting}: {without} of {table.num_rows} samples have no semantic tokens (curate with tokenize.enabled "
+            f"true)")
+        return None
+    return int(pc.min(table.column("token_count")).as_py())
+
+
+def seq_len_problems(cfg: DictConfig, weights: dict, shortest_tokens: int) -> list[str]:
+    """Each weighted task must fit one sample of the dataset's shortest segment (with a one-token text) in a
+    row; otherwise that task can never be built and the run would train on nothing."""
+    tok = cfg.tokens
+    ids = SpecialIds(blank=tok.blank, text_eos=tok.text_eos, media_begin=tok.media_begin, media_end=tok.media_end,
+                     audio_offset=0, audio_delay=tok.audio_delay, user_start=tok.user_start,
+                     assistant_start=tok.assistant_start, speech_ct=tok.speech_ct, msg_end=tok.msg_end)
+    segment = SegmentInput(np.zeros(max(1, shortest_tokens), np.int64), [0], None)
+    instruction = [0] * len(cfg.data.sft_instruction.split()) if cfg.data.sft_instruction else []
+    problems = []
+    for task in TASKS:
+        if weights.get(task, 0) <= 0:
+            continue
+        sample = build_text_only([0], ids) if task == "text_only" else build_task(task, [segment], ids, instruction)
+        if len(sample) > cfg.data.seq_len:
+            needs = "a one-token document" if task == "text_only" else (
+                f"the shortest segment ({shortest_tokens} semantic tokens"
+                + (" and one text token)" if task in TASKS_NEEDING_TEXT else ")"))
+            problems.append(f"data.seq_len={cfg.data.seq_len} cannot hold one {task} sample of {needs}: it needs "
+                            f"{len(sample)} tokens")
+    return problems
