@@ -54,6 +54,16 @@ def stage_plans(cfg: DictConfig) -> list[StagePlan]:
     return plans
 
 
+# Settings that do not change what is written: where it is read and written, how it is scheduled.
+NOT_PROVENANCE = ("input", "output", "input_extensions", "retry_failed", "ray", "resources")
+
+
+def provenance_settings(config: dict) -> dict:
+    """The part of the resolved config a sample's `config_hash` covers: stages' models and thresholds, the
+    sample rate, shard targets; the same curation written elsewhere or on other pools hashes the same."""
+    return {k: v for k, v in config.items() if k not in NOT_PROVENANCE}
+
+
 def work_to_do(sources: list[str], done: set[str]) -> list[tuple[str, list[str]]]:
     """(source, session ids already done) for each source not finished whole.
 
@@ -87,7 +97,7 @@ def main(cfg: DictConfig) -> int:
         error(e)
         return 2
     config = OmegaConf.to_container(cfg, resolve=True)
-    pipeline = PipelineInfo.for_config(__version__, config)
+    pipeline = PipelineInfo.for_config(__version__, provenance_settings(config))
     models = {"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend,
               "enhance": cfg.enhance.model if cfg.enhance.enabled else None,
               "tokenize": cfg.tokenize.model if cfg.tokenize.enabled else None}

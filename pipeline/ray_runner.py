@@ -166,7 +166,9 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
     ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus)
     for plan in stages:
         r = plan.resources
-        ds = ds.map_batches(_StageActor, fn_constructor_args=(plan.name, plan.make), batch_size=r.batch_size,
+        # a class per stage: Ray names the operator after it, so the plan and progress say `MapBatches(transcribe)`
+        actor = type(plan.name, (_StageActor,), {"__module__": __name__, "__qualname__": plan.name})
+        ds = ds.map_batches(actor, fn_constructor_args=(plan.name, plan.make), batch_size=r.batch_size,
                             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=r.concurrency),
                             num_cpus=r.num_cpus,
                             num_gpus=r.num_gpus or None)

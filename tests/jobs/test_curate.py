@@ -224,6 +224,8 @@ def test_every_bad_setting_is_named_before_any_work(spoken_inputs, offline_model
 
 @pytest.mark.parametrize("overrides, message", [
     (["shards.target_bytes=abc"], "shards.target_bytes='abc' must be an integer"),
+    (["sample_rate=abc"], "sample_rate='abc' must be an integer"),
+    (["sample_rate=22050"], "the model stages work at 16000 Hz"),
     (["resources.transcribe.num_cpus=64"], "one actor needs 64 CPU"),
     (["resources.quality.concurrency=9"], "the pools need 4 CPU together"),
     (["transcribe.device=cuda", "resources.transcribe.num_gpus=1"], "this machine has no CUDA device"),
@@ -257,3 +259,21 @@ def test_an_output_that_is_not_a_dataset_of_ours_is_never_touched(spoken_inputs,
         assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not an audiomill dataset" in result.stderr
     assert sorted(p.name for p in (foreign / "shards").iterdir()) == before
+
+
+def test_config_hash_covers_what_changes_the_data():
+    from omegaconf import OmegaConf
+
+    from jobs.cli import load_config
+    from jobs.curate import provenance_settings
+    from pipeline.shards import PipelineInfo
+
+    def config_hash(*overrides: str) -> str:
+        cfg = load_config("configs/curate/demo.yaml", ["input=a", "output=b", *overrides])
+        return PipelineInfo.for_config("v", provenance_settings(OmegaConf.to_container(cfg, resolve=True))).config_hash
+
+    same = config_hash()
+    assert config_hash("output=/elsewhere", "input=/other", "resources.transcribe.concurrency=4",
+                       "ray.input_blocks=7", "retry_failed=true") == same
+    assert config_hash("diarize.cluster_merge_threshold=0.7") != same
+    assert config_hash("transcribe.model=other-model") != same
