@@ -58,7 +58,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
         if t.nltk_data and not os.path.isdir(os.path.join(t.nltk_data, "tokenizers", "punkt_tab")):
             add(f"transcribe.nltk_data: no tokenizers/punkt_tab under {t.nltk_data}")
     if d.backend == "pyannote":
-        model_reference(add, "diarize.pyannote.pipeline", d.pyannote.pipeline, "config.yaml", "pyannote pipeline folder")
+        model_reference(add, "diarize.pyannote.pipeline", d.pyannote.pipeline, "config.yaml",
+                        "pyannote pipeline folder")
     if cfg.tokenize.enabled:
         model_reference(add, "tokenize.model", cfg.tokenize.model, "config.json", "semantic tokenizer folder")
     e = cfg.enhance

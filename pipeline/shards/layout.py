@@ -116,8 +116,9 @@ class DatasetLayout:
     def remove_orphans(self) -> list[Path]:
         """Delete leftovers of a crash: our temp files, and tars of our naming whose manifest was never written.
 
-        Nothing else is touched: a file a user put there is not ours to delete. Call once at job start, before any writer of this job opens a shard: a concurrent writer's tar
-        waits between its rename and its manifest's rename and would look like an orphan.
+        Nothing else is touched: a file a user put there is not ours to delete. Call once at job start,
+        before any writer of this job opens a shard: a concurrent writer's tar waits between its rename and
+        its manifest's rename and would look like an orphan.
         """
         removed = []
         committed = set(self.committed_shards())

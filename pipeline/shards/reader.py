@@ -22,6 +22,7 @@ from pipeline.shards.manifest import (
 )
 from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SegmentRecord
+
 AudioChoice = Literal["original", "enhanced", "both"]
 
 
@@ -78,7 +79,8 @@ def _checked_tar_members(limits_by_url: dict[str, dict[str, int]]):
                         raise DatasetError(f"{url}: {member.problem}")
                     yield {"fname": member.name, "data": member.data, "__url__": url}
             except (tarfile.TarError, EOFError, OSError, DatasetError) as e:
-                error = e if isinstance(e, DatasetError) else DatasetError(f"{url}: tar is truncated or unreadable ({e})")
+                error = e if isinstance(e, DatasetError) else DatasetError(
+                    f"{url}: tar is truncated or unreadable ({e})")
                 if not handler(error):
                     break
             finally:

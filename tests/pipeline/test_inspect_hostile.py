@@ -89,7 +89,8 @@ def test_a_symlinked_member_is_a_clean_error(dataset_copy, tmp_path, suffix, com
         return [(symlink, None)]
 
     rewrite_tar(tar, link)
-    result = shards_cli(command, dataset_copy, row["key"], *(["--out", tmp_path / "a.wav"] if command == "export" else []))
+    out = ["--out", tmp_path / "a.wav"] if command == "export" else []
+    result = shards_cli(command, dataset_copy, row["key"], *out)
     assert_clean_error(result)
     assert "is a symlink, not a regular file" in result.stderr
     assert not (tmp_path / "a.wav").exists()

@@ -125,17 +125,14 @@ class PretrainStream:
 
     def _next_recording(self) -> list:
         s = self._state
-        # an epoch walked whole within this call has yielded nothing: every shard of it was unreadable
-        whole_epoch_here, last_error = s.shard_pos == 0 and s.recording_pos == 0, None
+        # shards found unreadable since the last recording: once that is every shard of the dataset, a whole
+        # pass (over as many epochs as dealing takes) has yielded nothing, and nothing ever will
+        unreadable: dict[str, str] = {}
         while True:
             if self._recordings is None:
                 shards = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)
                 if s.shard_pos >= len(shards):
-                    if whole_epoch_here:
-                        raise DataError(f"a whole pass over the {len(shards)} shard(s) of reader {self.rank} "
-                                        f"yielded nothing: all are unreadable (last: {last_error})")
                     s.epoch, s.shard_pos, s.recording_pos = s.epoch + 1, 0, 0
-                    whole_epoch_here = True
                     continue
                 self._recordings = self._shard_recordings(shards[s.shard_pos])
             try:
@@ -147,8 +144,12 @@ class PretrainStream:
                 if self.strict:
                     raise DataError(f"shard {shard} is unreadable: {e}") from e
                 s.skipped_shards += 1
-                last_error = f"{shard}: {e}"
-                log.warning("skipping unreadable shard %s: %s", shard, e)
+                if shard not in unreadable:  # once per shard, however many epochs the search takes
+                    log.warning("skipping unreadable shard %s: %s", shard, e)
+                unreadable[shard] = str(e)
+                if len(unreadable) == len(self.shards):
+                    raise DataError(f"a whole pass over all {len(self.shards)} shard(s) yielded nothing: every one "
+                                    f"is unreadable (e.g. {shard}: {e})") from None
             self._recordings = None
             s.shard_pos, s.recording_pos, s.segment_pos = s.shard_pos + 1, 0, 0
 
