@@ -157,9 +157,12 @@ def _read_manifest_part(path, name: str, columns: Sequence[str]) -> pa.Table:
     the shard column becomes a tar path and the key a member name, so neither is taken on trust."""
     wanted = list(dict.fromkeys([*columns, "shard", "key"]))
     table = _read_part(path, MANIFEST_SCHEMA, wanted)
-    if table.num_rows and not pc.all(pc.equal(table.column("shard"), name)).as_py():
+    def every(condition) -> bool:  # a null counts against it
+        return table.num_rows == 0 or pc.all(pc.fill_null(condition, False)).as_py()
+
+    if not every(pc.equal(table.column("shard"), name)):
         raise DatasetError(f"{path}: rows name another shard than {name!r}")
-    if table.num_rows and not pc.all(pc.match_substring_regex(table.column("key"), _KEY_PATTERN)).as_py():
+    if not every(pc.match_substring_regex(table.column("key"), _KEY_PATTERN)):
         raise DatasetError(f"{path}: holds a key that is not a sample key (RECORDINGID_NNNNNN)")
     return table.select(list(columns))
 
