@@ -186,28 +186,30 @@ def untokenized_dataset(root, dialogs):
 
 def test_every_bad_training_setting_is_named_before_the_model_is_built(training_inputs, dialogs, tmp_path):
     base = [sys.executable, "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml"]
-    cases = {
-        "data.micro_batch_rows=0": "data.micro_batch_rows=0 must be >= 1",
-        f"data.dataset={tmp_path}": "not an audiomill dataset",
-        f"data.dataset={untokenized_dataset(tmp_path / 'untokenized', dialogs)}": "have no semantic tokens",
-        "data.seq_len=1": "data.seq_len=1 cannot hold one asr sample",
-        "train.global_batch_rows=3": "train.global_batch_rows=3 is not a multiple",
+    not_a_dataset = ["data.micro_batch_rows=0", "train.log_every=0", f"data.dataset={tmp_path}"]
+    untokenized = [f"data.dataset={untokenized_dataset(tmp_path / 'untokenized', dialogs)}",
+                   "train.global_batch_rows=3"]
+    cases = {  # several problems a run, each named
+        tuple(not_a_dataset): ["data.micro_batch_rows=0 must be >= 1", "train.log_every=0 must be >= 1",
+                               "not an audiomill dataset"],
+        tuple(untokenized): ["have no semantic tokens", "train.global_batch_rows=3 is not a multiple"],
     }
-    for override, message in cases.items():
+    for overrides, messages in cases.items():
         started = time.perf_counter()
-        result = subprocess.run([*base, *pretrain_overrides(training_inputs, tmp_path / "run", override)], cwd=REPO,
+        result = subprocess.run([*base, *pretrain_overrides(training_inputs, tmp_path / "run", *overrides)], cwd=REPO,
                                 env=env(), capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-        assert any(l.startswith("pretrain: error: ") and message in l for l in result.stderr.splitlines()), (
-            override, result.stderr[-2000:])
+        ours = [line for line in result.stderr.splitlines() if line.startswith("pretrain: error: ")]
+        assert len(ours) == len(messages) and all(any(m in line for line in ours) for m in messages), ours
         assert not (tmp_path / "run").exists()  # nothing was started
-        print(f"{override}: refused in {time.perf_counter() - started:.1f} s")
+        print(f"{overrides}: refused in {time.perf_counter() - started:.1f} s")
     # all at once, under torchrun: one copy of each line, from rank 0
     result = subprocess.run(torchrun_cmd(training_inputs, tmp_path / "run", "data.seq_len=1", "train.steps=0",
                                          "train.global_batch_rows=3"), cwd=REPO, env=env(), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode != 0
-    for message in ("data.seq_len=1 cannot hold one text_only", "train.steps=0 must be >= 1"):
+    for message in ("data.seq_len=1 cannot hold one text_only", "data.seq_len=1 cannot hold one asr sample",
+                    "train.steps=0 must be >= 1"):
         assert result.stderr.count(message) == 1, result.stderr[-3000:]
 
 
