@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
-from pipeline.shards.schema import FailedRecord, RejectedRecord, SegmentRecord
+from pipeline.shards.schema import KEY_PATTERN, FailedRecord, RejectedRecord, SegmentRecord
 
 # Member suffixes in a shard, in the order they are written for each key.
 MEMBER_AUDIO = "flac"
@@ -120,9 +120,6 @@ def failed_rows(records: Iterable[FailedRecord]) -> list[dict]:
              "error_type": r.error_type, "message": r.message, "failed_at": now} for r in records]
 
 
-_KEY_PATTERN = r"^[0-9a-f]{16}(-s[0-9]{4})?_[0-9]{6}$"
-
-
 def check_part_schema(path, schema: pa.Schema) -> None:
     """DatasetError naming the file unless its columns include `schema`'s, with the same types."""
     try:
@@ -162,7 +159,7 @@ def _read_manifest_part(path, name: str, columns: Sequence[str]) -> pa.Table:
 
     if not every(pc.equal(table.column("shard"), name)):
         raise DatasetError(f"{path}: rows name another shard than {name!r}")
-    if not every(pc.match_substring_regex(table.column("key"), _KEY_PATTERN)):
+    if not every(pc.match_substring_regex(table.column("key"), KEY_PATTERN)):
         raise DatasetError(f"{path}: holds a key that is not a sample key (RECORDINGID_NNNNNN)")
     return table.select(list(columns))
 
@@ -196,14 +193,12 @@ def read_failed(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) 
     settled = set(read_manifest(layout, columns=["recording_id"]).column("recording_id").to_pylist())
     settled.update(read_rejected(layout, columns=["recording_id"]).column("recording_id").to_pylist())
     settled.update(rid.split("-s")[0] for rid in list(settled))  # a whole recording done session by session
-    latest: dict[str, int] = {}
+    latest: dict[str, tuple[str, int]] = {}  # recording id -> (failed_at, row)
     for i, row in enumerate(table.select(["recording_id", "failed_at"]).to_pylist()):
-        rid = row["recording_id"]
-        if rid in settled:
-            continue
-        if rid not in latest or (row["failed_at"] or "") >= (table.column("failed_at")[latest[rid]].as_py() or ""):
-            latest[rid] = i
-    table = table.take(sorted(latest.values()))
+        when = row["failed_at"] or ""
+        if row["recording_id"] not in settled and when >= latest.get(row["recording_id"], ("", -1))[0]:
+            latest[row["recording_id"]] = (when, i)
+    table = table.take(sorted(i for _, i in latest.values()))
     return table.select(list(columns)) if columns else table
 
 

@@ -3,7 +3,7 @@
 A tar can claim anything: a GNU sparse member of 1.5 MB on disk reads as 6 GiB, a symlink points
 anywhere, a name can hold `../`. Every reader of a dataset (the sample reader, `verify`, `show`,
 `export`, the trainer) reads members through `iter_members`, which refuses every member type but a
-regular file, every name that is not `KEY.SUFFIX` of a sample, and every member larger than its limit:
+regular file, every name its manifest does not promise, and every member larger than its limit:
 the sample's `size_bytes` from its manifest row (all members of a sample together), and never more
 than `MAX_MEMBER_BYTES`. A refused member's data is skipped on disk, never read into memory.
 """
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import IO, Iterator, Mapping, Optional
 
 from pipeline.shards.layout import DatasetError
-from pipeline.shards.manifest import MEMBER_SUFFIXES, expected_members
-from pipeline.shards.schema import is_valid_key
+from pipeline.shards.manifest import expected_members
 
 # A ceiling whatever a manifest says: two hours of 16 kHz 16-bit audio, far above any curated segment.
 MAX_MEMBER_BYTES = 256 << 20
@@ -31,14 +30,6 @@ class Member:
     problem: Optional[str] = None
 
 
-def split_member_name(name: str) -> Optional[tuple[str, str]]:
-    """(key, suffix) of a member name of ours, or None (`KEY.flac`, `KEY.enh.flac`, `KEY.json`, `KEY.tok.npy`)."""
-    key, dot, suffix = name.partition(".")
-    if not dot or suffix not in MEMBER_SUFFIXES or not is_valid_key(key):
-        return None
-    return key, suffix
-
-
 def member_limits(rows: list[dict]) -> dict[str, int]:
     """Largest size each promised member may have: its sample's `size_bytes`, capped by the ceiling."""
     limits = {}
@@ -49,28 +40,23 @@ def member_limits(rows: list[dict]) -> dict[str, int]:
     return limits
 
 
-def member_problem(info: tarfile.TarInfo, limits: Optional[Mapping[str, int]]) -> Optional[str]:
-    """Why a member must not be read (None: read it). `limits` None: any name of ours, up to the ceiling."""
+def member_problem(info: tarfile.TarInfo, limits: Mapping[str, int]) -> Optional[str]:
+    """Why a member must not be read (None: read it); `limits` maps each promised name to its largest size."""
     if info.type not in _REGULAR_TYPES or info.issparse():
         kind = "sparse file" if info.issparse() else {
             tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link", tarfile.DIRTYPE: "directory",
             tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo",
         }.get(info.type, f"type {info.type!r}")
         return f"member {info.name!r} is a {kind}, not a regular file (refused)"
-    if limits is None:
-        if split_member_name(info.name) is None:
-            return f"member {info.name!r} is not a sample member (KEY.flac, KEY.json, ...)"
-        limit = MAX_MEMBER_BYTES
-    elif info.name not in limits:
+    if info.name not in limits:
         return f"member {info.name!r} is not in the manifest"
-    else:
-        limit = limits[info.name]
+    limit = limits[info.name]
     if info.size > limit:
         return f"member {info.name!r} holds {info.size} bytes, more than its limit of {limit}"
     return None
 
 
-def iter_members(source: str | IO[bytes], limits: Optional[Mapping[str, int]] = None) -> Iterator[Member]:
+def iter_members(source: str | IO[bytes], limits: Mapping[str, int]) -> Iterator[Member]:
     """Every member of a tar in order, read or refused; tarfile.TarError or EOFError when the tar is damaged.
 
     `source` is a path or a binary file object (read as a stream, never seeked)."""

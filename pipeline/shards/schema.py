@@ -26,7 +26,8 @@ TOKENIZER_CHUNK_SAMPLES = 30 * TOKENIZER_SAMPLE_RATE
 TOKENIZER_SAMPLES_PER_TOKEN = 1280
 
 _RECORDING_ID = re.compile(r"^[0-9a-f]{16}(-s[0-9]{4})?$")
-_KEY = re.compile(r"^(?P<recording_id>[0-9a-f]{16}(-s[0-9]{4})?)_(?P<index>[0-9]{6})$")
+KEY_PATTERN = r"^(?P<recording_id>[0-9a-f]{16}(-s[0-9]{4})?)_(?P<index>[0-9]{6})$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 class SchemaError(ValueError):
