@@ -118,7 +118,7 @@ def make_big_manifest(root: Path, rows: int, parts: int = 100) -> None:
             **{c: pa.array(rng.normal(3, 0.5, n).astype(np.float32)) for c in QUALITY_COLUMNS},
         })
         table = pa.table({name: columns[name].cast(MANIFEST_SCHEMA.field(name).type) for name in MANIFEST_SCHEMA.names})
-        write_parquet(layout.shard_manifest(f"shard-{p:06d}"), table)
+        write_parquet(layout.storage, layout.shard_manifest(f"shard-{p:06d}"), table)
 
 
 def bench_stats(root: Path) -> tuple[float, float]:

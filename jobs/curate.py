@@ -1,7 +1,11 @@
 """Curation job: raw recordings -> curated WebDataset shards, on an embedded Ray or a cluster.
 
     python -m jobs.curate --config configs/curate/demo.yaml input=DIR output=DATASET [key=value ...]
-    ray job submit --address http://HOST:8265 --working-dir . -- python -m jobs.curate --config ...
+    ray job submit --address http://HOST:8265 --working-dir . -- python -m jobs.curate --config ... \
+        input=s3://bucket/raw/ output=s3://bucket/datasets/name
+
+INPUT and OUTPUT are local paths or storage URLs (pipeline/shards/storage.py); shards are committed by
+writer actors in the workers (pipeline/stages/write.py), the driver only tallies outcomes.
 
 Exactly once: recordings already committed, rejected or failed in OUTPUT are skipped, so a rerun after a
 crash adds exactly what is missing and a rerun after success adds nothing; `retry_failed=true` processes
@@ -21,14 +25,16 @@ from pipeline import __version__
 from pipeline.inputs import InputError, list_inputs
 from pipeline.ledger import done_recordings
 from pipeline.ray_runner import SchedulingError, StagePlan, curate_stream
-from pipeline.shards import DatasetError, DatasetLayout, PipelineInfo, ShardWriter
+from pipeline.shards import DatasetError, DatasetLayout, PipelineInfo
 from pipeline.shards.writer import write_dataset_info
 from pipeline.shards.schema import recording_id_for
+from pipeline.shards.storage import StorageError
 from pipeline.stages.diarize import DiarizeStage
 from pipeline.stages.enhance import EnhanceStage
 from pipeline.stages.quality import QualityStage
 from pipeline.stages.tokenize import TokenizeStage
 from pipeline.stages.transcribe import TranscribeStage
+from pipeline.stages.write import WriteSettings
 from pipeline.summary import CurationSummary
 
 
@@ -55,7 +61,7 @@ def stage_plans(cfg: DictConfig) -> list[StagePlan]:
 
 
 # Settings that do not change what is written: where it is read and written, how it is scheduled.
-NOT_PROVENANCE = ("input", "output", "input_extensions", "retry_failed", "ray", "resources")
+NOT_PROVENANCE = ("input", "output", "input_extensions", "retry_failed", "ray", "resources", "storage_options")
 
 
 def provenance_settings(config: dict) -> dict:
@@ -88,12 +94,13 @@ def error(message: str) -> None:
 
 
 def main(cfg: DictConfig) -> int:
-    layout = DatasetLayout.of(cfg.output) if "output" not in OmegaConf.missing_keys(cfg) else None
     try:
         validate(cfg)
+        storage_options = OmegaConf.to_container(cfg.storage_options, resolve=True)
+        layout = DatasetLayout.of(cfg.output, storage_options)
         layout.check_writable()  # never write into (or clean up) a folder that is not ours
-        sources = list_inputs(cfg.input, cfg.input_extensions)
-    except (ConfigError, InputError, DatasetError) as e:
+        sources = list_inputs(cfg.input, cfg.input_extensions, storage_options)
+    except (ConfigError, InputError, DatasetError, StorageError) as e:
         error(e)
         return 2
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -104,7 +111,7 @@ def main(cfg: DictConfig) -> int:
     layout.create()
     if not layout.is_ours():  # the mark first: a run killed before its first shard leaves a dataset of ours
         write_dataset_info(layout, config, models)
-    layout.remove_orphans()  # once, before this job's writer opens a shard; only our temp files and tars
+    layout.remove_orphans()  # once, before any writer of this job runs; only our temp files and tars
     todo = work_to_do(sources, done_recordings(layout, retry_failed=cfg.retry_failed))
     summary = CurationSummary(inputs=len(sources), skipped_done=len(sources) - len(todo))
     resplit = sum(1 for _, sessions in todo if sessions)
@@ -113,30 +120,25 @@ def main(cfg: DictConfig) -> int:
           + (f" ({resplit} split into sessions, some done: decoded again to find the rest)" if resplit else ""))
 
     started = time.perf_counter()
-    writer = ShardWriter(layout.root, target_bytes=cfg.shards.target_bytes, target_samples=cfg.shards.target_samples,
-                         sample_rate=cfg.sample_rate, clean_orphans=False, config=config, models=models)
+    write = WriteSettings(output=cfg.output, target_bytes=cfg.shards.target_bytes,
+                          target_samples=cfg.shards.target_samples, sample_rate=cfg.sample_rate,
+                          storage_options=storage_options)
     try:
-        for packed in curate_stream(cfg, todo, stage_plans(cfg), pipeline):
-            if packed.failure:
-                writer.add_failed([packed.failure])
-            elif packed.samples:
-                writer.add_encoded_recording(packed.samples, packed.rejected)
-            else:
-                writer.add_rejected(packed.rejected)
-            summary.add(packed)
+        for outcome in curate_stream(cfg, todo, stage_plans(cfg), pipeline, write):
+            summary.add(outcome)
     except SchedulingError as e:
-        writer.close(summary.to_dict())
+        write_dataset_info(layout, config, models, summary.to_dict())
         error(e)
         return 3
     except Exception as e:  # an actor that cannot start fails every input alike: one line, not Ray's traceback
         setup = stage_setup_error(e)
         if setup is None:
             raise
-        writer.close(summary.to_dict())
+        write_dataset_info(layout, config, models, summary.to_dict())
         error(setup)
         return 2
     summary.wall_seconds = time.perf_counter() - started
-    writer.close(summary.to_dict())
+    write_dataset_info(layout, config, models, summary.to_dict())  # totals over every committed manifest
     print(summary.format())
     return 0
 

@@ -67,11 +67,34 @@ def config_problems(cfg: DictConfig) -> list[str]:
         repo = Path(e.repo)
         if not ((repo / f"{e.model}.yaml").is_file() or list(repo.glob(f"{e.model}*.th"))):
             add(f"enhance.repo: no demucs model {e.model!r} ({e.model}.yaml or {e.model}.th) in {repo}")
+    problems += storage_problems(cfg)
     limits = cfg.quality.limits
     for low, high in (("min_chars_per_sec", "max_chars_per_sec"), ("min_duration", "max_duration")):
         if limits[low] is not None and limits[high] is not None and limits[low] > limits[high]:
             add(f"quality.limits.{low} > quality.limits.{high}")
     problems += resource_problems(cfg)
+    return problems
+
+
+def storage_problems(cfg: DictConfig) -> list[str]:
+    """`storage_options` maps a protocol to fsspec options, and the input's and output's protocols have a
+    backend installed here (the workers need the same)."""
+    from pipeline.shards.storage import protocol_of
+
+    problems = []
+    options = cfg.storage_options
+    if not isinstance(options, DictConfig) or any(not isinstance(v, DictConfig) for v in options.values()):
+        problems.append("storage_options must map a protocol to its options, e.g. {s3: {endpoint_url: ...}}")
+    for setting in ("input", "output"):
+        protocol = protocol_of(str(cfg[setting]))
+        if protocol == "file":
+            continue
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as e:
+            problems.append(f"{setting}={cfg[setting]}: no filesystem for {protocol}:// here ({e})")
     return problems
 
 

@@ -1,6 +1,6 @@
 """Decode, standardise and split audio: any format FFmpeg reads, to mono float32 at the working rate.
 
-Pure numpy apart from `decode_audio_file`, which uses torchcodec (FFmpeg) and fsspec for URLs.
+Pure numpy apart from `AudioFile`, which uses torchcodec (FFmpeg), and the storage layer for URLs.
 """
 from __future__ import annotations
 
@@ -43,8 +43,19 @@ def _utf8_alias(path: str) -> str:
     return alias
 
 
-def _open_source(source: str):
-    """A local path as is; a URL (s3://, gs://, http://...) read into bytes through fsspec."""
+class _DownloadedCopy(str):
+    """The path of a local temp copy of a remote input; removes the copy when dropped."""
+
+    def __del__(self):
+        try:
+            os.unlink(self)
+        except OSError:
+            pass
+
+
+def _open_source(source: str, storage_options=None):
+    """A local path as is; a URL (s3://, gs://, ...) streamed to a local temp file through the storage
+    layer (memory stays one chunk, whatever the length: FFmpeg then seeks in it like any file)."""
     if "://" not in source or source.startswith("file://"):
         path = source[len("file://"):] if source.startswith("file://") else source
         if os.path.isdir(path):
@@ -60,10 +71,17 @@ def _open_source(source: str):
         except UnicodeEncodeError:  # a name that is not UTF-8: FFmpeg (through torchcodec) takes only str
             return _utf8_alias(path)
         return path
-    import fsspec
+    from pipeline.shards.storage import StorageError, download_to_temp
 
-    with fsspec.open(source, "rb") as f:
-        return f.read()
+    try:
+        copy = _DownloadedCopy(download_to_temp(source, storage_options))
+    except FileNotFoundError:
+        raise DecodeError(f"{source} does not exist") from None
+    except (OSError, StorageError) as e:
+        raise DecodeError(f"{source} cannot be read ({type(e).__name__}: {e})") from None
+    if os.path.getsize(copy) == 0:
+        raise DecodeError(f"{source} is empty (0 bytes)")
+    return copy
 
 
 def decode_audio_file(source: str, sample_rate: int) -> DecodedAudio:
@@ -85,8 +103,8 @@ class AudioFile:
     noise decorrelates completely). The level scan, which only needs energies, reads blocks in order.
     """
 
-    def __init__(self, source: str, sample_rate: int):
-        self.opened = _open_source(source)
+    def __init__(self, source: str, sample_rate: int, storage_options=None):
+        self.opened = _open_source(source, storage_options)
         self.sample_rate = sample_rate
         metadata = self._decoder().metadata
         self.original_sample_rate = int(metadata.sample_rate or sample_rate)

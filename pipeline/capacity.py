@@ -30,9 +30,10 @@ class NodeCapacity:
 
 
 def stage_demands(cfg) -> list[Demand]:
-    """The pools the job starts, from its `resources` section: model stages that are on, decode and pack."""
+    """The pools the job starts, from its `resources` section: model stages that are on, the writers,
+    decode and pack."""
     enabled = {"enhance": cfg.enhance.enabled, "diarize": True, "transcribe": cfg.transcribe.enabled,
-               "quality": cfg.quality.enabled, "tokenize": cfg.tokenize.enabled}
+               "quality": cfg.quality.enabled, "tokenize": cfg.tokenize.enabled, "write": True}
     demands = [Demand(stage, float(r.num_cpus), float(r.num_gpus or 0), int(r.concurrency))
                for stage, r in cfg.resources.items() if enabled.get(stage)]
     demands += [Demand(task, float(cfg.resources[task].num_cpus), 0.0, 1) for task in ("decode", "pack")]

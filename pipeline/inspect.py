@@ -1,4 +1,7 @@
-"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot).
+"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot, gc).
+
+DATASET is a local directory or a storage URL; credentials and endpoints come from the environment
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...) or the backend's config files.
 
 Every subcommand but verify, show and export works from the manifests alone. Errors a user can act on
 print one line and exit 2; verify exits 1 when it finds problems.
@@ -18,6 +21,7 @@ from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
 from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, SHA_COLUMNS, read_manifest
 from pipeline.shards.members import member_limits, read_one_member
 from pipeline.shards.schema import SchemaError, SegmentRecord, is_valid_key
+from pipeline.shards.storage import StorageError
 from pipeline.shards.stats import dataset_stats, format_stats, stats_json
 from pipeline.shards.verify import verify_dataset
 
@@ -29,17 +33,18 @@ def find_row(layout: DatasetLayout, key: str) -> dict:
     table = read_manifest(layout, columns=["key", "shard", "has_enhanced", "size_bytes", *SHA_COLUMNS])
     rows = table.filter(pc.equal(table.column("key"), key)).to_pylist()
     if not rows:
-        raise DatasetError(f"{layout.root}: no sample with key {key}")
+        raise DatasetError(f"{layout.url}: no sample with key {key}")
     return rows[0]
 
 
 def read_member(layout: DatasetLayout, row: dict, name: str) -> bytes:
     """One member of a sample's shard, found by exact name and checked against the manifest row (type and
     size) before it is read; never extracts anything to disk."""
-    path = layout.shard_tar(row["shard"])
-    if not path.is_file():
-        raise DatasetError(f"shard {row['shard']}: {path} is missing (manifest without its tar)")
-    return read_one_member(str(path), name, member_limits([row]))
+    path, storage = layout.shard_tar(row["shard"]), layout.storage
+    if not storage.is_file(path):
+        raise DatasetError(f"shard {row['shard']}: {storage.show(path)} is missing (manifest without its tar)")
+    with storage.open_read(path) as stream:
+        return read_one_member(stream, name, member_limits([row]), storage.show(path))
 
 
 def cmd_ls(layout: DatasetLayout, args) -> int:
@@ -50,9 +55,10 @@ def cmd_ls(layout: DatasetLayout, args) -> int:
     print(f"{'shard':<48}{'samples':>9}{'recordings':>12}{'hours':>10}{'MB':>10}")
     for r in rows:
         tar = layout.shard_tar(r["shard"])
-        size = tar.stat().st_size / 1e6 if tar.is_file() else float("nan")
+        present = layout.storage.is_file(tar)
+        size = layout.storage.size(tar) / 1e6 if present else float("nan")
         print(f"{r['shard']:<48}{r['duration_count']:>9}{r['recording_id_count_distinct']:>12}"
-              f"{r['duration_sum'] / 3600:>10.3f}{size:>10.1f}" + ("" if tar.is_file() else "  (tar missing)"))
+              f"{r['duration_sum'] / 3600:>10.3f}{size:>10.1f}" + ("" if present else "  (tar missing)"))
     print(f"{len(rows)} shards, {table.num_rows} samples, {(pc.sum(table.column('duration')).as_py() or 0) / 3600:.3f} h")
     return 0
 
@@ -139,7 +145,33 @@ def cmd_verify(layout: DatasetLayout, args) -> int:
     for p in problems:
         print(p)
     print(f"{checked} samples in {len(layout.committed_shards())} shards checked, {len(problems)} problems")
+    superseded = read_manifest(layout, columns=["key"], superseded=True).num_rows
+    if superseded:  # not a problem: readers skip them (see manifest.owning_shards)
+        print(f"{superseded} superseded duplicate samples left by a retried write (readers skip them; "
+              f"`audiomill-shards gc` removes shards holding nothing else)")
     return 1 if problems else 0
+
+
+def garbage(layout: DatasetLayout, grace_seconds: float) -> list[str]:
+    """What gc may delete, in a safe order: orphans older than the grace period (temp files, tars no
+    manifest commits), then each shard whose every row is a superseded duplicate, manifest before tar
+    (so it is never a manifest without its tar). Nothing a counted manifest row references."""
+    counted = set(read_manifest(layout, columns=["shard"]).column("shard").to_pylist())
+    duplicates = set(read_manifest(layout, columns=["shard"], superseded=True).column("shard").to_pylist())
+    doomed = []
+    for shard in sorted(duplicates - counted):
+        doomed += [layout.shard_manifest(shard), layout.shard_tar(shard)]
+    return layout.orphans(min_age_seconds=grace_seconds) + doomed
+
+
+def cmd_gc(layout: DatasetLayout, args) -> int:
+    doomed = garbage(layout, args.grace_seconds)
+    for path in doomed:
+        if not args.dry_run:
+            layout.storage.remove(path)
+        print(f"{'would remove' if args.dry_run else 'removed'} {layout.storage.show(path)}")
+    print(f"{len(doomed)} files {'to remove' if args.dry_run else 'removed'}")
+    return 0
 
 
 def cmd_plot(layout: DatasetLayout, args) -> int:
@@ -159,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("dataset", help="curated dataset directory")
+        p.add_argument("dataset", help="curated dataset: a directory or a storage URL (s3://bucket/name, ...)")
         p.set_defaults(handler=handler)
         return p
 
@@ -176,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--enhanced", action="store_true", help="the enhanced audio instead of the original")
     add("verify", cmd_verify, "check every tar against its manifest").add_argument(
         "--quiet", action="store_true", help="no per-shard progress")
+    gc = add("gc", cmd_gc, "remove orphans of crashed writers and shards holding only superseded duplicates")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    gc.add_argument("--grace-seconds", type=float, default=3600.0,
+                    help="leave orphans younger than this (a live job's writer may be between tar and manifest)")
     add("plot", cmd_plot, "PNG histograms of durations, languages, quality and speakers").add_argument(
         "--out", required=True, help="output directory")
     return parser
@@ -186,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         layout = DatasetLayout.of(args.dataset).require()
         return args.handler(layout, args)
-    except DatasetError as e:
+    except (DatasetError, StorageError) as e:
         print(f"audiomill-shards: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `... | head`

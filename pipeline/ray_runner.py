@@ -1,7 +1,8 @@
 """The only module that imports Ray: runs the curation stages as a streaming Ray Data pipeline.
 
 decode (tasks, one source each) -> model stages (actor pools: the model loads once per actor)
--> pack (tasks: encode FLAC/JSON/npy in the workers) -> the driver, which only appends bytes to shards.
+-> pack (tasks: encode FLAC/JSON/npy) -> write (an actor pool committing shards to the dataset's storage,
+pipeline/stages/write.py) -> the driver, which only tallies small outcome records: no audio reaches it.
 Ray Data streams blocks with backpressure, so memory stays bounded whatever the number of inputs.
 `RAY_ADDRESS` (set by `ray job submit`) selects a cluster; without it Ray starts embedded.
 """
@@ -20,8 +21,9 @@ from pipeline.capacity import cluster_nodes, stage_demands, unschedulable
 from pipeline.shards.schema import PipelineInfo
 from pipeline.stages.base import Stage, run_stage
 from pipeline.stages.decode import decode_sessions
-from pipeline.stages.pack import PackedRecording, pack_recording
+from pipeline.stages.pack import pack_recording
 from pipeline.stages.work import RecordingWork
+from pipeline.stages.write import RecordingOutcome, WriteSettings, write_recordings
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,21 @@ def wait_for_capacity(cfg: DictConfig, say: Callable[[str], None] = print) -> No
         time.sleep(2)
 
 
+class _WriteActor:
+    """Ray Data actor: commits each batch of packed recordings to shards, returns their outcomes."""
+
+    def __init__(self, settings: WriteSettings):
+        self.settings = settings
+
+    def __call__(self, batch: dict) -> dict:
+        outcomes = write_recordings([pickle.loads(p) for p in batch["packed"]], self.settings)
+        return {"outcome": [pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for o in outcomes]}
+
+
 def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
-                  pipeline: PipelineInfo) -> Iterator[PackedRecording]:
-    """Packed recordings as they finish, for `todo` = [(source, recording ids to skip)], in any order."""
+                  pipeline: PipelineInfo, write: WriteSettings) -> Iterator[RecordingOutcome]:
+    """Outcomes of written recordings as they finish, for `todo` = [(source, recording ids to skip)], in
+    any order; the writers commit everything before their outcomes arrive."""
     import ray
 
     init_ray(cfg)
@@ -146,12 +160,13 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
     # ordinary data, so anything small makes each session travel alone and stream through the stages
     context.target_max_block_size = int(cfg.ray.target_max_block_mb * 2**20)
     decode_cfg = OmegaConf.to_container(cfg.decode)
-    sample_rate = cfg.sample_rate
+    sample_rate, storage_options = cfg.sample_rate, write.storage_options
 
     def decode(row: dict) -> Iterator[dict]:
         # a generator: each session leaves the task as its own block before the next one is decoded
         source = os.fsdecode(row["source"])  # bytes across Ray: a file name need not be valid UTF-8
-        for work in decode_sessions(source, OmegaConf.create(decode_cfg), sample_rate, set(row["skip"])):
+        for work in decode_sessions(source, OmegaConf.create(decode_cfg), sample_rate, set(row["skip"]),
+                                    storage_options):
             yield to_row(work)
 
     def pack(row: dict) -> dict:
@@ -173,5 +188,9 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
                             num_cpus=r.num_cpus,
                             num_gpus=r.num_gpus or None)
     ds = ds.map(pack, num_cpus=cfg.resources.pack.num_cpus)
+    w = cfg.resources.write
+    writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
+    ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=w.concurrency), num_cpus=w.num_cpus)
     for row in ds.iter_rows():
-        yield pickle.loads(row["packed"])
+        yield pickle.loads(row["outcome"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pipeline.stages.pack import PackedRecording
+from pipeline.stages.write import RecordingOutcome
 
 
 @dataclass
@@ -20,15 +20,15 @@ class CurationSummary:
     stage_seconds: Counter = field(default_factory=Counter)   # stage -> summed seconds
     wall_seconds: float = 0.0
 
-    def add(self, packed: PackedRecording) -> None:
-        self.recordings[packed.outcome] += 1
-        self.hours_in += packed.seconds / 3600
-        self.hours_out += sum(s.record.duration for s in packed.samples) / 3600
-        self.segments += len(packed.samples)
-        self.rejected.update(f"{r.stage}/{r.reason}" for r in packed.rejected)
-        if packed.failure:
-            self.failed[f"{packed.failure.stage}/{packed.failure.error_type}"] += 1
-        for stage, seconds in packed.stage_seconds:
+    def add(self, outcome: RecordingOutcome) -> None:
+        self.recordings[outcome.outcome] += 1
+        self.hours_in += outcome.seconds / 3600
+        self.hours_out += outcome.seconds_out / 3600
+        self.segments += outcome.segments
+        self.rejected.update(outcome.rejected)
+        if outcome.failed:
+            self.failed[outcome.failed] += 1
+        for stage, seconds in outcome.stage_seconds:
             self.stage_seconds[stage] += seconds
 
     @property

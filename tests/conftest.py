@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +98,60 @@ def built_dataset(tmp_path_factory, dialogs) -> Path:
 def dataset_copy(built_dataset, tmp_path) -> Path:
     """A private copy of the session dataset, free to damage."""
     return Path(shutil.copytree(built_dataset, tmp_path / "ds"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    bucket: str
+    env: dict
+
+    def url(self, name: str) -> str:
+        """A fresh prefix in the test bucket, as a user would write it."""
+        return f"s3://{self.bucket}/{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    """moto's standalone S3-compatible server on 127.0.0.1, started as a user would start one; the
+    code under test reaches it over HTTP through s3fs, told only by the standard AWS_* environment
+    (set for this process, its subprocesses and the Ray cluster the job tests start)."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "wb")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"moto_server did not come up on {endpoint}")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem().mkdir("audiomill-tests")
+    try:
+        yield S3Server(endpoint, "audiomill-tests", env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

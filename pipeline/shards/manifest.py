@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
+from pipeline.shards.layout import DatasetError, DatasetLayout
+from pipeline.shards.storage import Storage
 from pipeline.shards.schema import KEY_PATTERN, FailedRecord, RejectedRecord, SegmentRecord
 
 # Member suffixes in a shard, in the order they are written for each key.
@@ -120,65 +121,115 @@ def failed_rows(records: Iterable[FailedRecord]) -> list[dict]:
              "error_type": r.error_type, "message": r.message, "failed_at": now} for r in records]
 
 
-def check_part_schema(path, schema: pa.Schema) -> None:
+def check_part_schema(source, schema: pa.Schema, name: str) -> None:
     """DatasetError naming the file unless its columns include `schema`'s, with the same types."""
     try:
-        found = pq.read_schema(path)
+        found = pq.read_schema(source)
     except (pa.ArrowInvalid, OSError) as e:
-        raise DatasetError(f"{path}: not a readable Parquet file ({e})") from None
+        raise DatasetError(f"{name}: not a readable Parquet file ({e})") from None
     for field in schema:
         index = found.get_field_index(field.name)
         if index < 0:
-            raise DatasetError(f"{path}: not a part of this kind (no column {field.name!r})")
+            raise DatasetError(f"{name}: not a part of this kind (no column {field.name!r})")
         if not found.field(index).type.equals(field.type):
-            raise DatasetError(f"{path}: column {field.name!r} is {found.field(index).type}, expected {field.type}")
+            raise DatasetError(f"{name}: column {field.name!r} is {found.field(index).type}, expected {field.type}")
 
 
-def _read_part(path, schema: pa.Schema, columns: Sequence[str]) -> pa.Table:
-    check_part_schema(path, schema)
+def _read_part(layout: DatasetLayout, path: str, schema: pa.Schema, columns: Sequence[str]) -> pa.Table:
+    name = layout.storage.show(path)
     try:
-        return pq.read_table(path, columns=list(columns))
+        data = pa.BufferReader(layout.storage.read_bytes(path))  # parts are small: one GET, then parse
+    except OSError as e:
+        raise DatasetError(f"{name}: cannot read ({e})") from None
+    check_part_schema(data, schema, name)
+    try:
+        return pq.read_table(data, columns=list(columns))
     except (pa.ArrowInvalid, OSError) as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from None
+        raise DatasetError(f"{name}: cannot read ({e})") from None
 
 
-def _read_parts(paths: list, schema: pa.Schema, columns: Optional[Sequence[str]]) -> pa.Table:
+def _read_parts(layout: DatasetLayout, directory: str, schema: pa.Schema,
+                columns: Optional[Sequence[str]]) -> pa.Table:
     """The parts' rows, each part's schema checked first (a foreign Parquet file is named, not read as ours)."""
     columns = list(columns) if columns else schema.names
-    tables = [_read_part(p, schema, columns) for p in paths]
+    tables = [_read_part(layout, p, schema, columns) for p in layout.parts(directory)]
     return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
 
 
-def _read_manifest_part(path, name: str, columns: Sequence[str]) -> pa.Table:
+def _read_manifest_part(layout: DatasetLayout, name: str, columns: Sequence[str]) -> pa.Table:
     """One manifest part, refused unless every row names this shard and carries a valid sample key:
     the shard column becomes a tar path and the key a member name, so neither is taken on trust."""
     wanted = list(dict.fromkeys([*columns, "shard", "key"]))
-    table = _read_part(path, MANIFEST_SCHEMA, wanted)
+    path = layout.shard_manifest(name)
+    table = _read_part(layout, path, MANIFEST_SCHEMA, wanted)
     def every(condition) -> bool:  # a null counts against it
         return table.num_rows == 0 or pc.all(pc.fill_null(condition, False)).as_py()
 
     if not every(pc.equal(table.column("shard"), name)):
-        raise DatasetError(f"{path}: rows name another shard than {name!r}")
+        raise DatasetError(f"{layout.storage.show(path)}: rows name another shard than {name!r}")
     if not every(pc.match_substring_regex(table.column("key"), KEY_PATTERN)):
-        raise DatasetError(f"{path}: holds a key that is not a sample key (RECORDINGID_NNNNNN)")
+        raise DatasetError(f"{layout.storage.show(path)}: holds a key that is not a sample key (RECORDINGID_NNNNNN)")
     return table.select(list(columns))
 
 
+def _committed_rows(layout: DatasetLayout, columns: Sequence[str]) -> pa.Table:
+    wanted = list(dict.fromkeys([*columns, "recording_id", "shard"]))
+    tables = [_read_manifest_part(layout, n, wanted) for n in layout.committed_shards()]
+    return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table().select(wanted)
+
+
+def owning_shards(table: pa.Table) -> dict[str, str]:
+    """Recording id -> the one shard whose rows of it count: the first by name among those holding it.
+
+    A writer that died after its manifest landed is retried, and the retry commits the same recording in
+    another shard; both manifests are valid, so every reader applies this rule and sees it once."""
+    if not table.num_rows:
+        return {}
+    grouped = table.select(["recording_id", "shard"]).group_by("recording_id").aggregate([("shard", "min")])
+    return dict(zip(grouped.column("recording_id").to_pylist(), grouped.column("shard_min").to_pylist()))
+
+
+def _owned_mask(table: pa.Table, owners: dict[str, str]) -> pa.ChunkedArray:
+    pairs = pc.binary_join_element_wise(table.column("recording_id"), table.column("shard"), "\x00")
+    return pc.is_in(pairs, value_set=pa.array([f"{r}\x00{s}" for r, s in owners.items()], type=pa.string()))
+
+
 def read_manifest(layout: DatasetLayout, columns: Optional[Sequence[str]] = None,
-                  shards: Optional[Sequence[str]] = None) -> pa.Table:
-    """All committed manifest rows (or those of the named shards), as one Arrow table."""
+                  shards: Optional[Sequence[str]] = None, superseded: bool = False) -> pa.Table:
+    """Committed manifest rows that count (or those of the named shards), as one Arrow table.
+
+    Rows of a recording in any shard but its owner (`owning_shards`) are superseded duplicates and left
+    out; `superseded=True` returns only those instead (for verify and gc)."""
     columns = list(columns) if columns else MANIFEST_SCHEMA.names
-    tables = [_read_manifest_part(layout.shard_manifest(n), n, columns) for n in layout.select_shards(shards)]
-    return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table().select(columns)
+    selected = set(layout.select_shards(shards))
+    table = _committed_rows(layout, columns)
+    owned = _owned_mask(table, owning_shards(table))
+    keep = pc.and_(pc.invert(owned) if superseded else owned,
+                   pc.is_in(table.column("shard"), value_set=pa.array(sorted(selected), type=pa.string())))
+    return table.filter(keep).select(columns)
+
+
+def rows_by_shard(table: pa.Table) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        grouped.setdefault(row["shard"], []).append(row)
+    return grouped
 
 
 def read_rejected(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) -> pa.Table:
-    """Rejected rows that count: those not tied to a shard, or tied to a committed one."""
-    table = _read_parts(layout.parts(layout.rejected), REJECTED_SCHEMA, None)
-    committed = pa.array(layout.committed_shards(), type=pa.string())
-    shard = table.column("shard")
-    keep = pc.or_(pc.is_null(shard), pc.is_in(shard, value_set=committed))
-    table = table.filter(pc.fill_null(keep, False))
+    """Rejected rows that count, once each: those not tied to a shard, or tied to the shard that owns
+    their recording. A retried writer writes its rows again; repeats of the same row are dropped."""
+    table = _read_parts(layout, layout.rejected, REJECTED_SCHEMA, None)
+    if table.num_rows:
+        owners = owning_shards(_committed_rows(layout, ["recording_id", "shard"]))
+        seen, keep = set(), []
+        for i, row in enumerate(table.select(["recording_id", "key", "stage", "shard"]).to_pylist()):
+            tied_ok = row["shard"] is None or owners.get(row["recording_id"]) == row["shard"]
+            identity = (row["recording_id"], row["key"], row["stage"])
+            if tied_ok and identity not in seen:
+                seen.add(identity)
+                keep.append(i)
+        table = table.take(pa.array(keep, type=pa.int64()))
     return table.select(list(columns)) if columns else table
 
 
@@ -187,7 +238,7 @@ def read_failed(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) 
 
     A retried input (`retry_failed=true`) that then committed or was rejected supersedes its failed rows,
     and one that failed again keeps only its newest row, so stats count each lost input once."""
-    table = _read_parts(layout.parts(layout.failed), FAILED_SCHEMA, None)
+    table = _read_parts(layout, layout.failed, FAILED_SCHEMA, None)
     if not table.num_rows:
         return table.select(list(columns)) if columns else table
     settled = set(read_manifest(layout, columns=["recording_id"]).column("recording_id").to_pylist())
@@ -202,6 +253,6 @@ def read_failed(layout: DatasetLayout, columns: Optional[Sequence[str]] = None) 
     return table.select(list(columns)) if columns else table
 
 
-def write_parquet(path, table: pa.Table) -> None:
-    """Write a Parquet part atomically (see layout.atomic_write)."""
-    atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
+def write_parquet(storage: Storage, path: str, table: pa.Table) -> None:
+    """Write a Parquet part atomically on any storage (see storage.Storage.open_atomic)."""
+    storage.write_atomic(path, lambda f: pq.write_table(table, f, compression="zstd"))

@@ -30,9 +30,17 @@ class Member:
     problem: Optional[str] = None
 
 
-def member_limits(rows: list[dict]) -> dict[str, int]:
-    """Largest size each promised member may have: its sample's `size_bytes`, capped by the ceiling."""
+# The limit of a member whose sample is a superseded duplicate (manifest.owning_shards): passed over unread.
+SKIP = -1
+
+
+def member_limits(rows: list[dict], superseded: list[dict] = ()) -> dict[str, int]:
+    """Largest size each promised member may have: its sample's `size_bytes`, capped by the ceiling;
+    members of `superseded` rows map to SKIP."""
     limits = {}
+    for row in superseded:
+        for name in expected_members(row):
+            limits[name] = SKIP
     for row in rows:
         limit = min(int(row["size_bytes"] or 0), MAX_MEMBER_BYTES)
         for name in expected_members(row):
@@ -57,12 +65,16 @@ def member_problem(info: tarfile.TarInfo, limits: Mapping[str, int]) -> Optional
 
 
 def iter_members(source: str | IO[bytes], limits: Mapping[str, int]) -> Iterator[Member]:
-    """Every member of a tar in order, read or refused; tarfile.TarError or EOFError when the tar is damaged.
+    """Every member of a tar in order, read or refused (SKIP ones passed over); tarfile.TarError or
+    EOFError when the tar is damaged.
 
     `source` is a path or a binary file object (read as a stream, never seeked)."""
     opened = tarfile.open(source, mode="r|") if isinstance(source, str) else tarfile.open(fileobj=source, mode="r|")
     with opened as tar:
         for info in tar:
+            if limits.get(info.name) == SKIP:
+                tar.members = []
+                continue
             problem = member_problem(info, limits)
             if problem is not None:
                 yield Member(info.name, problem=problem)
@@ -71,10 +83,12 @@ def iter_members(source: str | IO[bytes], limits: Mapping[str, int]) -> Iterator
             tar.members = []  # a stream of a million members must not keep a million TarInfos
 
 
-def read_one_member(path: str, name: str, limits: Mapping[str, int]) -> bytes:
-    """The bytes of one member, found by exact name (DatasetError when absent, refused or damaged)."""
+def read_one_member(source: IO[bytes], name: str, limits: Mapping[str, int], shown: str) -> bytes:
+    """The bytes of one member of an opened tar stream, found by exact name (DatasetError naming `shown`
+    when absent, refused or damaged)."""
+    path = shown
     try:
-        with tarfile.open(path, mode="r|") as tar:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
             for info in tar:
                 if info.name == name:
                     problem = member_problem(info, limits)

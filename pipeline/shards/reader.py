@@ -9,19 +9,20 @@ import json
 import os
 import tarfile
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Callable, Iterator, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import webdataset as wds
-from webdataset.tariterators import group_by_keys, url_opener
+from webdataset.tariterators import group_by_keys
 
 from pipeline.shards.codec import decode_audio, decode_npy
 from pipeline.shards.layout import DatasetError, DatasetLayout
 from pipeline.shards.manifest import (
-    MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, SHA_COLUMNS, read_manifest,
+    MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, SHA_COLUMNS, read_manifest, rows_by_shard,
 )
 from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SegmentRecord
+from pipeline.shards.storage import Storage
 
 AudioChoice = Literal["original", "enhanced", "both"]
 
@@ -64,23 +65,40 @@ def decode_sample(raw: dict, audio: AudioChoice = "original") -> Sample:
 
 
 def shard_urls(layout: DatasetLayout, shards: Optional[Sequence[str]] = None) -> list[str]:
-    """Paths of committed shard tars (all, or the named ones), in name order."""
-    return [str(layout.shard_tar(n)) for n in layout.select_shards(shards)]
+    """Paths of committed shard tars (all, or the named ones) on the layout's storage, in name order."""
+    return [layout.shard_tar(n) for n in layout.select_shards(shards)]
 
 
-def _checked_tar_members(limits_by_url: dict[str, dict[str, int]]):
+def _tar_opener(storage: Storage):
+    """A webdataset stage: {url} -> {url, stream}, each tar streamed through the dataset's storage
+    (a local file, or an object read in order without a local copy)."""
+    def open_tars(sources, handler=wds.reraise_exception):
+        for source in sources:
+            url = source["url"]
+            try:
+                stream = storage.open_read(url)
+            except OSError as e:
+                if handler(DatasetError(f"{storage.show(url)}: cannot open ({e})")):
+                    continue
+                break
+            yield {**source, "stream": stream}
+    return open_tars
+
+
+def _checked_tar_members(limits_by_url: dict[str, dict[str, int]], show: Callable[[str], str]):
     """A webdataset stage: opened tar streams -> {fname, data, __url__}, refusing what the manifest does not promise."""
     def expand(streams, handler=wds.reraise_exception):
         for source in streams:
             url = source["url"]
+            shown = show(url)
             try:
                 for member in iter_members(source["stream"], limits_by_url[url]):
                     if member.problem:
-                        raise DatasetError(f"{url}: {member.problem}")
+                        raise DatasetError(f"{shown}: {member.problem}")
                     yield {"fname": member.name, "data": member.data, "__url__": url}
             except (tarfile.TarError, EOFError, OSError, DatasetError) as e:
                 error = e if isinstance(e, DatasetError) else DatasetError(
-                    f"{url}: tar is truncated or unreadable ({e})")
+                    f"{shown}: tar is truncated or unreadable ({e})")
                 if not handler(error):
                     break
             finally:
@@ -93,27 +111,26 @@ def sample_pipeline(layout: DatasetLayout, shards: Optional[Sequence[str]] = Non
     """A webdataset pipeline over the committed shards (all, or the named ones) yielding Samples;
     `handler` is webdataset's error policy."""
     names = layout.select_shards(shards)
-    rows = read_manifest(layout, columns=["key", "shard", "size_bytes", *SHA_COLUMNS], shards=names).to_pylist()
-    by_shard: dict[str, list[dict]] = {}
-    for row in rows:
-        by_shard.setdefault(row["shard"], []).append(row)
-    limits = {str(layout.shard_tar(n)): member_limits(by_shard.get(n, [])) for n in names}
+    columns = ["key", "shard", "size_bytes", *SHA_COLUMNS]
+    rows = rows_by_shard(read_manifest(layout, columns=columns, shards=names))
+    superseded = rows_by_shard(read_manifest(layout, columns=columns, shards=names, superseded=True))
+    limits = {layout.shard_tar(n): member_limits(rows.get(n, []), superseded.get(n, [])) for n in names}
     return wds.DataPipeline(
         wds.SimpleShardList(list(limits)),
-        wds.pipelinefilter(url_opener)(handler=handler),
-        wds.pipelinefilter(_checked_tar_members(limits))(handler=handler),
+        wds.pipelinefilter(_tar_opener(layout.storage))(handler=handler),
+        wds.pipelinefilter(_checked_tar_members(limits, layout.storage.show))(handler=handler),
         wds.pipelinefilter(group_by_keys)(handler=handler),
         wds.map(lambda raw: decode_sample(raw, audio), handler=handler),
     )
 
 
 def iter_samples(root: str | os.PathLike, shards: Optional[Sequence[str]] = None,
-                 audio: AudioChoice = "original") -> Iterator[Sample]:
+                 audio: AudioChoice = "original", storage_options: Optional[Mapping] = None) -> Iterator[Sample]:
     """Every sample of a dataset (or of the named shards), in shard order and time order within a shard.
 
     >>> for s in iter_samples("out/ds", audio="enhanced"):     # doctest: +SKIP
     ...     print(s.key, s.record.text, s.audio.shape)
     """
-    layout = DatasetLayout.of(root).require()
+    layout = DatasetLayout.of(root, storage_options).require()
     if layout.select_shards(shards):  # webdataset's shard list refuses an empty list
         yield from sample_pipeline(layout, shards, audio)

@@ -11,7 +11,9 @@ import numpy as np
 
 from pipeline.shards.codec import decode_audio, decode_npy
 from pipeline.shards.layout import DatasetLayout
-from pipeline.shards.manifest import MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, expected_members, read_manifest
+from pipeline.shards.manifest import (
+    MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, expected_members, read_manifest, rows_by_shard,
+)
 from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SchemaError, SegmentRecord, expected_token_count
 
@@ -78,13 +80,15 @@ def check_sample(row: dict, members: dict[str, bytes]) -> list[str]:
     return problems
 
 
-def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict]) -> list[Problem]:
-    """Stream one tar, checking each sample as soon as its members are read (memory: one sample)."""
+def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict], superseded: list[dict] = ()) -> list[Problem]:
+    """Stream one tar, checking each sample as soon as its members are read (memory: one sample);
+    samples of `superseded` rows (duplicates another shard owns) are passed over."""
     path = layout.shard_tar(shard)
-    if not path.is_file():
-        return [Problem(shard, None, f"manifest has {len(rows)} samples but {path} is missing")]
+    if not layout.storage.is_file(path):
+        return [Problem(shard, None, f"manifest has {len(rows)} samples but {layout.storage.show(path)} is missing")]
     rows_by_key = {row["key"]: row for row in rows}
-    limits = member_limits(rows)  # a member the manifest does not promise, or larger than promised, is never read
+    # a member the manifest does not promise, or larger than promised, is never read
+    limits = member_limits(rows, superseded)
     problems: list[Problem] = []
     current_key, current = None, {}
 
@@ -94,15 +98,16 @@ def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict]) -> list[Pr
             problems.extend(Problem(shard, row["key"], m) for m in check_sample(row, current))
 
     try:
-        for member in iter_members(str(path), limits):
-            if member.problem:
-                problems.append(Problem(shard, None, member.problem))
-                continue
-            key = member.name.split(".", 1)[0]
-            if key != current_key:
-                finish_sample()
-                current_key, current = key, {}
-            current[member.name] = member.data
+        with layout.storage.open_read(path) as stream:
+            for member in iter_members(stream, limits):
+                if member.problem:
+                    problems.append(Problem(shard, None, member.problem))
+                    continue
+                key = member.name.split(".", 1)[0]
+                if key != current_key:
+                    finish_sample()
+                    current_key, current = key, {}
+                current[member.name] = member.data
     except (tarfile.TarError, EOFError, OSError) as e:
         problems.append(Problem(shard, None, f"tar is truncated or unreadable: {e}"))
     finish_sample()
@@ -115,12 +120,11 @@ def verify_dataset(layout: DatasetLayout, progress: Callable[[int, int, str], No
                    ) -> tuple[int, list[Problem]]:
     """Verify every committed shard; returns (samples checked, problems)."""
     table = read_manifest(layout.require())
-    rows_by_shard: dict[str, list[dict]] = {}
-    for row in table.to_pylist():
-        rows_by_shard.setdefault(row["shard"], []).append(row)
+    rows = rows_by_shard(table)
+    superseded = rows_by_shard(read_manifest(layout, superseded=True))
     shards = layout.committed_shards()
     problems = []
     for i, shard in enumerate(shards):
         progress(i, len(shards), shard)
-        problems += verify_shard(layout, shard, rows_by_shard.get(shard, []))
+        problems += verify_shard(layout, shard, rows.get(shard, []), superseded.get(shard, []))
     return table.num_rows, problems

@@ -1,12 +1,14 @@
 """ShardWriter: whole recordings in, committed WebDataset shards and Parquet manifests out.
 
-Commit protocol per shard (DESIGN.md): the tar is written under a temp name, fsynced and renamed to
-`shards/NAME.tar`; rejected rows tied to the shard go to `rejected/`; last the manifest part is written
-the same way to `manifest/NAME.parquet`. The manifest's presence is the commit: readers list shards
-from manifests, so a crash at any point leaves nothing half visible.
+Commit protocol per shard, on any storage (the curation job's protocol is in pipeline/stages/write.py):
+the tar becomes `shards/NAME.tar` whole (local: temp name, fsync, rename; object store: one upload);
+rejected rows tied to the shard go to `rejected/`; last the manifest part becomes `manifest/NAME.parquet`
+the same way. The manifest's presence is the commit: readers list shards from manifests, so a crash at
+any point leaves nothing half visible.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,13 +17,13 @@ import tarfile
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import IO, Optional, Sequence
+from typing import IO, Mapping, Optional, Sequence
 
 import numpy as np
 
 from pipeline import __version__
 from pipeline.shards.codec import encode_flac, encode_npy
-from pipeline.shards.layout import DatasetLayout, TEMP_PREFIX, atomic_write
+from pipeline.shards.layout import DatasetLayout
 from pipeline.shards.manifest import (
     FAILED_SCHEMA, MANIFEST_SCHEMA, MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, REJECTED_SCHEMA,
     failed_rows, manifest_row, rejected_rows, rows_to_table, write_parquet,
@@ -78,13 +80,13 @@ def encode_sample(sample: SegmentSample) -> EncodedSample:
 
 
 class _OpenShard:
-    """A tar being written under a temp name, with the manifest rows of what it holds."""
+    """A tar being written where nobody reads it (a temp name, or a local staging file for an object
+    store), with the manifest rows of what it holds."""
 
     def __init__(self, layout: DatasetLayout, name: str):
         self.name = name
-        self.final_path = layout.shard_tar(name)
-        self.temp_path = layout.shards / f"{TEMP_PREFIX}{name}.tar"
-        self.file: IO[bytes] = open(self.temp_path, "wb")
+        self._staged = contextlib.ExitStack()
+        self.file: IO[bytes] = self._staged.enter_context(layout.storage.open_atomic(layout.shard_tar(name)))
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.rows: list[dict] = []
         self.rejected: list[RejectedRecord] = []
@@ -104,18 +106,15 @@ class _OpenShard:
         self.num_bytes += size
 
     def close_tar(self) -> None:
+        """Make the tar visible under its final name (rename, or one upload)."""
         self.tar.close()
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temp_path, self.final_path)
+        self._staged.close()
 
     def abandon(self) -> None:
         try:
             self.tar.close()
-            self.file.close()
         finally:
-            self.temp_path.unlink(missing_ok=True)
+            self._staged.__exit__(RuntimeError, RuntimeError("abandoned"), None)  # drops the temp file
 
 
 class ShardWriter:
@@ -131,10 +130,11 @@ class ShardWriter:
 
     def __init__(self, root: str | os.PathLike, *, target_bytes: int = 1 << 30, target_samples: int = 10_000,
                  sample_rate: int = 16000, prefix: str = "shard", clean_orphans: bool = True,
-                 config: Optional[dict] = None, models: Optional[dict] = None):
+                 config: Optional[dict] = None, models: Optional[dict] = None,
+                 storage_options: Optional[Mapping] = None):
         if target_bytes <= 0 or target_samples <= 0:
             raise ValueError("target_bytes and target_samples must be positive")
-        self.layout = DatasetLayout.of(root)
+        self.layout = DatasetLayout.of(root, storage_options)
         self.layout.create()
         if clean_orphans:
             self.layout.remove_orphans()
@@ -214,18 +214,19 @@ class ShardWriter:
                 raise
             tied = [replace(r, shard=shard.name) for r in shard.rejected]
             if tied:
-                write_parquet(self.layout.rejected / self._part_name(),
-                              rows_to_table(rejected_rows(tied), REJECTED_SCHEMA))
-            write_parquet(self.layout.shard_manifest(shard.name), rows_to_table(shard.rows, MANIFEST_SCHEMA))
+                self._write_part(self.layout.rejected, rows_to_table(rejected_rows(tied), REJECTED_SCHEMA))
+            write_parquet(self.layout.storage, self.layout.shard_manifest(shard.name),
+                          rows_to_table(shard.rows, MANIFEST_SCHEMA))  # the commit
             self.committed.append(shard.name)
         if self._loose_rejected:
-            write_parquet(self.layout.rejected / self._part_name(),
-                          rows_to_table(rejected_rows(self._loose_rejected), REJECTED_SCHEMA))
+            self._write_part(self.layout.rejected, rows_to_table(rejected_rows(self._loose_rejected), REJECTED_SCHEMA))
             self._loose_rejected = []
         if self._failed:
-            write_parquet(self.layout.failed / self._part_name(),
-                          rows_to_table(failed_rows(self._failed), FAILED_SCHEMA))
+            self._write_part(self.layout.failed, rows_to_table(failed_rows(self._failed), FAILED_SCHEMA))
             self._failed = []
+
+    def _write_part(self, directory: str, table) -> None:
+        write_parquet(self.layout.storage, self.layout.part(directory, self._part_name()), table)
 
     def close(self, summary: Optional[dict] = None) -> None:
         """Commit everything pending and rewrite dataset.json with totals over all committed data
@@ -260,5 +261,5 @@ def write_dataset_info(layout: DatasetLayout, config: dict, models: dict, summar
         "totals": dataset_totals(layout),
         "last_run": summary,
     }
-    atomic_write(layout.info, lambda f: f.write(json.dumps(info, indent=2, sort_keys=True).encode("utf-8")))
+    layout.storage.write_bytes(layout.info, json.dumps(info, indent=2, sort_keys=True).encode("utf-8"))
     return info

@@ -17,19 +17,19 @@ from pipeline.stages.work import RecordingWork
 STAGE = "decode"
 
 
-def decode_sessions(source: str, cfg: DictConfig, sample_rate: int,
-                    skip_recording_ids: Collection[str] = ()) -> Iterator[RecordingWork]:
+def decode_sessions(source: str, cfg: DictConfig, sample_rate: int, skip_recording_ids: Collection[str] = (),
+                    storage_options=None) -> Iterator[RecordingWork]:
     """The sessions of one source still to be done, one at a time, or one failed work.
 
     Two passes over the file: one reads it block by block for the levels (loudness and session cuts),
     the other decodes one session at a time, so a 10-hour file costs one session of memory.
     `cfg` is the `decode` section: max_session_minutes, split_search_seconds, scan_block_seconds,
-    loudness_target_dbfs, max_gain_db, loudness_gate_db.
+    loudness_target_dbfs, max_gain_db, loudness_gate_db. A URL is read with `storage_options`.
     """
     whole_id = recording_id_for(source)
     started = time.perf_counter()  # this generator's own time per session (the scan goes to the first)
     try:
-        audio_file = AudioFile(source, sample_rate)
+        audio_file = AudioFile(source, sample_rate, storage_options)
         levels, num_samples, loudest = audio_file.scan(cfg.scan_block_seconds)
         gain = loudness_gain(levels, loudest, cfg.loudness_target_dbfs, cfg.max_gain_db, cfg.loudness_gate_db)
         bounds = session_bounds_from_levels(levels, level_frame(sample_rate), num_samples, sample_rate,

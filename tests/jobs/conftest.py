@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,10 @@ import soundfile as sf
 
 from jobs.build_models import build_all
 from pipeline.synthetic import make_dialog
+from tests.conftest import free_port
 
 VENV_BIN = str(Path(sys.executable).parent)
 REPO = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_env() -> dict:
@@ -33,8 +27,9 @@ def ray_env() -> dict:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """(GCS address, dashboard URL) of a head node with 2 CPUs and a second node with 1 CPU."""
+def ray_cluster(tmp_path_factory, s3_server):
+    """(GCS address, dashboard URL) of a head node with 2 CPUs and a second node with 1 CPU; its nodes
+    hold the S3 endpoint and credentials in their environment, as a cluster's nodes would."""
     ray = f"{VENV_BIN}/ray"
     port, dashboard = free_port(), free_port()
     temp = tmp_path_factory.mktemp("ray")

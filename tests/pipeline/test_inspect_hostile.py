@@ -6,6 +6,7 @@ import stat
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -165,5 +166,6 @@ def test_files_get_the_modes_the_umask_gives(tmp_path, dialogs):
     finally:
         os.umask(old)
     layout = DatasetLayout.of(root)
-    files = [layout.info, out, *layout.manifest.iterdir(), *layout.shards.iterdir(), *layout.rejected.iterdir()]
+    files = [Path(layout.info), out, *Path(layout.manifest).iterdir(), *Path(layout.shards).iterdir(),
+             *Path(layout.rejected).iterdir()]
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o644"}

@@ -4,6 +4,7 @@ import threading
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from pathlib import Path
 
 from pipeline.ledger import done_recordings
 from pipeline.shards import DatasetLayout, SchemaError, ShardWriter, iter_samples
@@ -97,15 +98,15 @@ def test_crash_before_manifest_rename_leaves_no_visible_shard(tmp_path, dialogs,
     monkeypatch.setattr(os, "replace", real_replace)
 
     layout = DatasetLayout.of(tmp_path / "ds")
-    assert list(layout.shards.glob("*.tar")), "the tar was renamed into place before the crash"
+    assert list(Path(layout.shards).glob("*.tar")), "the tar was renamed into place before the crash"
     assert layout.committed_shards() == []
     assert list(iter_samples(layout.root)) == []
     assert done_recordings(layout) == set()  # its rejected rows do not count without the manifest
     assert read_rejected(layout).num_rows == 0
 
     with ShardWriter(layout.root, sample_rate=SAMPLE_RATE) as again:  # the next start cleans up
-        assert not list(layout.shards.glob("*.tar"))
-        assert not list(layout.manifest.glob(".tmp-*"))
+        assert not list(Path(layout.shards).glob("*.tar"))
+        assert not list(Path(layout.manifest).glob(".tmp-*"))
         again.add_recording(samples, rejected)
     assert [s.key for s in iter_samples(layout.root)] == [s.record.key for s in samples]
     assert read_rejected(layout).num_rows == len(rejected)

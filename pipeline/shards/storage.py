@@ -1,0 +1,300 @@
+"""Where a dataset's bytes live: a local directory or any fsspec URL (s3://, gs://, az://, ...), one small API.
+
+Everything on a dataset's path (writer, manifests, reader, verify, the CLI, the trainer) goes through
+`Storage`, so the layout is the same on every backend. The two backends differ only in how a write
+becomes visible:
+- local: a temp file in the same directory, fsync, rename, fsync of the directory (readers see the old
+  file or the whole new one);
+- object stores: no rename exists, but one PUT (or a completed multipart upload) is atomic, so the file
+  is staged in a local temp file and uploaded under its final name in one go.
+
+Credentials and endpoints come the way fsspec's backends take them: environment (`AWS_*`,
+`AWS_ENDPOINT_URL`, `GOOGLE_APPLICATION_CREDENTIALS`, ...), their config files, or per protocol in
+`storage_options` (`{"s3": {"endpoint_url": ..., "key": ..., "secret": ...}}`).
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import shutil
+import tempfile
+import time
+from typing import IO, Callable, Iterator, Mapping, Optional
+
+TEMP_PREFIX = ".tmp-"
+
+
+def is_url(spec: str) -> bool:
+    """Whether `spec` names an fsspec URL other than a plain local path."""
+    return "://" in spec and not spec.startswith("file://")
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if is_url(url) else "file"
+
+
+def local_path(spec: str) -> str:
+    return spec[len("file://"):] if spec.startswith("file://") else spec
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    """One filesystem and a root on it; paths are strings relative to nothing (use `join`)."""
+
+    url: str  # the root as the user gave it, for messages
+
+    def join(self, *parts: str) -> str:
+        raise NotImplementedError
+
+    def show(self, path: str) -> str:
+        """The path as a user would write it (a URL on object stores)."""
+        return path
+
+    # -- reading --
+    def exists(self, path: str) -> bool: ...
+    def is_file(self, path: str) -> bool: ...
+    def is_dir(self, path: str) -> bool: ...
+    def size(self, path: str) -> int: ...
+    def modified(self, path: str) -> float: ...
+    def list_names(self, directory: str) -> list[str]: ...
+    def open_read(self, path: str) -> IO[bytes]: ...
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.open_read(path) as f:
+            return f.read()
+
+    # -- writing --
+    def makedirs(self, directory: str) -> None: ...
+    def remove(self, path: str) -> None: ...
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        """A binary file that becomes `path`, whole, when the block ends without an exception."""
+        raise NotImplementedError
+        yield
+
+    def write_atomic(self, path: str, write: Callable[[IO[bytes]], None]) -> None:
+        with self.open_atomic(path) as f:
+            write(f)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self.write_atomic(path, lambda f: f.write(data))
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str):
+        self.url = root
+        self.root = local_path(root)
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(*parts)
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def modified(self, path: str) -> float:
+        return os.path.getmtime(path)
+
+    def has_entries(self, directory: str) -> bool:
+        try:
+            with os.scandir(directory) as entries:
+                return any(True for _ in entries)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def list_names(self, directory: str) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(directory) if not e.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def open_read(self, path: str) -> IO[bytes]:
+        return open(path, "rb")
+
+    def makedirs(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        parent = os.path.dirname(path) or "."
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + ".", dir=parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would keep a team's dataset from the team
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        fsync_dir(parent)
+
+
+class ObjectStorage(Storage):
+    """Any fsspec filesystem without rename semantics we rely on: staged locally, uploaded in one PUT."""
+
+    def __init__(self, url: str, options: Optional[Mapping] = None):
+        import fsspec
+
+        self.url = url
+        self.protocol = protocol_of(url)
+        try:
+            self.fs = fsspec.filesystem(self.protocol, **dict(options or {}))
+        except (ImportError, ValueError) as e:
+            raise StorageError(f"{url}: no filesystem for {self.protocol}:// ({e}); install its fsspec "
+                               f"backend (s3fs, gcsfs, adlfs, ...)") from None
+        self.root = self.fs._strip_protocol(url).rstrip("/")
+
+    def join(self, *parts: str) -> str:
+        return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
+
+    def show(self, path: str) -> str:
+        return f"{self.protocol}://{path}"
+
+    def _info(self, path: str) -> Optional[dict]:
+        try:
+            return self.fs.info(path, refresh=True)
+        except FileNotFoundError:
+            return None
+        except TypeError:  # a backend without `refresh`
+            try:
+                return self.fs.info(path)
+            except FileNotFoundError:
+                return None
+
+    def exists(self, path: str) -> bool:
+        return self._info(path) is not None or self.is_dir(path)
+
+    def is_file(self, path: str) -> bool:
+        info = self._info(path)
+        return info is not None and info.get("type") == "file"
+
+    def is_dir(self, path: str) -> bool:
+        try:
+            return bool(self.fs.ls(path, detail=False, refresh=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def has_entries(self, directory: str) -> bool:
+        return self.is_dir(directory)
+
+    def size(self, path: str) -> int:
+        info = self._info(path)
+        if info is None:
+            raise FileNotFoundError(self.show(path))
+        return int(info["size"])
+
+    def modified(self, path: str) -> float:
+        return self.fs.modified(path).timestamp()
+
+    def list_names(self, directory: str) -> list[str]:
+        try:
+            entries = self.fs.ls(directory, detail=True, refresh=True)  # never a stale listing cache
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
+
+    def open_read(self, path: str) -> IO[bytes]:
+        return self.fs.open(path, "rb")
+
+    def makedirs(self, directory: str) -> None:
+        pass  # object stores have prefixes, not directories
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(path)
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        with tempfile.TemporaryDirectory(prefix="audiomill-upload-") as staging:
+            local = os.path.join(staging, "part")
+            with open(local, "wb") as f:
+                yield f
+            self.fs.put_file(local, path)  # one PUT (multipart completes atomically): never seen half-written
+
+
+class StorageError(Exception):
+    """A storage URL that cannot be used (no backend for its protocol, bad options)."""
+
+
+def storage_for(url: str, options: Optional[Mapping] = None) -> Storage:
+    """The storage a URL (or local path) lives on; `options` maps protocol -> fsspec keyword arguments."""
+    url = os.fspath(url)
+    if not is_url(url):
+        return LocalStorage(url)
+    per_protocol = dict((options or {}).get(protocol_of(url)) or {})
+    return ObjectStorage(url, per_protocol)
+
+
+def list_files(url: str, suffixes: tuple[str, ...], options: Optional[Mapping] = None) -> list[str]:
+    """URLs of every object under a prefix whose name ends in one of `suffixes` (case-insensitive)."""
+    storage = storage_for(url, options)
+    assert isinstance(storage, ObjectStorage)
+    found = storage.fs.find(storage.root, refresh=True) if _accepts_refresh(storage.fs.find) else storage.fs.find(
+        storage.root)
+    return sorted(storage.show(p) for p in found if p.lower().endswith(suffixes))
+
+
+def glob_files(url: str, options: Optional[Mapping] = None) -> list[str]:
+    storage = storage_for(url, options)
+    assert isinstance(storage, ObjectStorage)
+    pattern = storage.fs._strip_protocol(url)
+    base = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
+    return sorted(storage.show(p) for p in storage.fs.find(base) if fnmatch.fnmatchcase(p, pattern))
+
+
+def _accepts_refresh(method) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return "refresh" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def download_to_temp(url: str, options: Optional[Mapping] = None, chunk_bytes: int = 8 << 20) -> str:
+    """Stream an object to a local temp file (memory: one chunk) and return its path; the caller removes it."""
+    storage = storage_for(url, options)
+    fd, path = tempfile.mkstemp(prefix="audiomill-input-", suffix=os.path.splitext(url)[1][:16])
+    try:
+        with os.fdopen(fd, "wb") as out, storage.open_read(storage.root) as src:
+            shutil.copyfileobj(src, out, chunk_bytes)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def age_seconds(storage: Storage, path: str) -> float:
+    return time.time() - storage.modified(path)
