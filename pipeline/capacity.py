@@ -34,7 +34,7 @@ def stage_demands(cfg) -> list[Demand]:
     decode and pack."""
     enabled = {"enhance": cfg.enhance.enabled, "diarize": True, "transcribe": cfg.transcribe.enabled,
                "quality": cfg.quality.enabled, "tokenize": cfg.tokenize.enabled, "write": True}
-    demands = [Demand(stage, float(r.num_cpus), float(r.num_gpus or 0), int(r.concurrency))
+    demands = [Demand(stage, float(r.num_cpus), float(r.get("num_gpus") or 0), int(r.concurrency))
                for stage, r in cfg.resources.items() if enabled.get(stage)]
     demands += [Demand(task, float(cfg.resources[task].num_cpus), 0.0, 1) for task in ("decode", "pack")]
     return demands

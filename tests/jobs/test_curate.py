@@ -63,12 +63,27 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return row[-1] / max(1, len(ref))
 
 
-def test_job_submitted_to_a_two_node_cluster(ray_cluster, spoken_inputs, offline_models, tmp_path):
+def upload(folder: Path, url: str) -> str:
+    import s3fs
+
+    fs = s3fs.S3FileSystem()  # endpoint and credentials from the AWS_* environment, as users have them
+    for path in sorted(folder.glob("*.wav")):
+        fs.put_file(str(path), f"{url}/{path.name}")
+    return url + "/"
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spoken_inputs, offline_models, tmp_path):
     folder, truth = spoken_inputs
-    dataset = tmp_path / "curated"
+    if storage == "s3":  # input listed from a prefix, shards committed by the workers straight to the store
+        s3 = request.getfixturevalue("s3_server")
+        input_spec, dataset = upload(folder, s3.url("raw")), s3.url("curated")
+        truth = {f"{input_spec}{Path(source).name}": text for source, text in truth.items()}
+    else:
+        input_spec, dataset = folder, tmp_path / "curated"
     result = subprocess.run(
         [f"{VENV_BIN}/ray", "job", "submit", "--address", ray_cluster[1], "--working-dir", str(REPO), "--",
-         "python", *curate_args(folder, dataset, offline_models)],
+         "python", *curate_args(input_spec, dataset, offline_models)],
         cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout + result.stderr
@@ -78,7 +93,7 @@ def test_job_submitted_to_a_two_node_cluster(ray_cluster, spoken_inputs, offline
     checked, problems = verify_dataset(layout)
     assert checked > 0 and problems == []
     assert outcomes(dataset) == {source: ["committed"] for source in truth}
-    info = json.loads((dataset / "dataset.json").read_text())
+    info = layout.read_info()
     assert info["last_run"]["recordings"] == {"committed": len(truth)}
     assert info["totals"]["segments"] == checked
 
