@@ -143,7 +143,7 @@ def _read_part(layout: DatasetLayout, path: str, schema: pa.Schema, columns: Seq
         raise DatasetError(f"{name}: cannot read ({e})") from None
     check_part_schema(data, schema, name)
     try:
-        return pq.read_table(data, columns=list(columns))
+        return pq.read_table(data, columns=list(columns), use_threads=False)  # small parts: no thread pool
     except (pa.ArrowInvalid, OSError) as e:
         raise DatasetError(f"{name}: cannot read ({e})") from None
 
