@@ -1,11 +1,14 @@
 """Curation benchmark: the demo configuration's throughput with time per stage, the pipeline's own
-overhead with the model stages off, and peak memory on a 2-hour input.
+overhead with the model stages off, peak memory on a 2-hour input, and the writers on object storage.
 
     python -m bench.curate [--dialogs 4] [--long-hours 2] [--workdir bench_out/curate] [--long-only]
+                           [--no-storage]
 
-Figures are printed against references measured in the same run: real time (1x), and a bare
-torchcodec decode of the same inputs. Targets (issue 3): overhead path >= 200x real time per core;
-peak memory on the 2-hour input < 4 GiB.
+Figures are printed against references measured in the same run: real time (1x), a bare torchcodec
+decode of the same inputs, one writer against two, a local directory against a local S3 server.
+Targets: overhead path >= 200x real time per core (issue 3); peak memory on the 2-hour input < 4 GiB;
+bytes reaching the driver < 1% of the bytes committed; 2 writers >= 1.6x one; the overhead path
+writing to S3 >= 0.7x writing to a local directory (issue 11).
 """
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ from pathlib import Path
 import psutil
 import soundfile as sf
 
+from bench.local_s3 import start_local_s3
 from jobs import curate
 from jobs.build_models import curate_overrides, model_folders
 from jobs.cli import load_config
 from pipeline.audio import decode_audio_file
 from pipeline.ray_runner import init_ray
+from pipeline.shards import DatasetLayout
 from pipeline.synthetic import make_dialog
 
 LINES = [("a", "en-us+f4", "The quick brown fox jumps over the lazy dog."),
@@ -72,14 +77,12 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_job(input_dir: Path, output: Path, models: dict, overrides: list[str]) -> tuple[float, dict]:
+def run_job(input_dir: Path, output: Path | str, models: dict, overrides: list[str]) -> tuple[float, dict]:
     cfg = load_config("configs/curate/demo.yaml", [f"input={input_dir}", f"output={output}",
                                                    *curate_overrides(models), "ray.progress_bars=false", *overrides])
     started = time.perf_counter()
     assert curate.main(cfg) == 0
-    import json
-
-    return time.perf_counter() - started, json.loads((output / "dataset.json").read_text())["last_run"]
+    return time.perf_counter() - started, DatasetLayout.of(output).read_info()["last_run"]
 
 
 def main() -> None:
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--long-hours", type=float, default=2.0, help="length of the long input")
     parser.add_argument("--workdir", default="bench_out/curate")
     parser.add_argument("--long-only", action="store_true", help="only the overhead path and peak memory")
+    parser.add_argument("--no-storage", action="store_true", help="skip the writer and object-storage figures")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = Path(args.workdir)
@@ -95,12 +99,20 @@ def main() -> None:
     (workdir / "dialogs").mkdir(parents=True)
     models = build_models(workdir / "models")
     cores = psutil.cpu_count(logical=True)
-    # Ray is started before any timing, as a cluster is running before `ray job submit`: its start-up is
-    # not the pipeline's overhead (the job's own scheduling and actor start-up are, and stay in)
-    init_ray(load_config("configs/curate/demo.yaml", ["input=x", "output=x"]))
-    if not args.long_only:
-        demo_configuration(workdir, models, args.dialogs, cores)
-    overhead_and_memory(workdir, models, args.long_hours, cores)
+    # before Ray: its workers take the AWS_* environment that points at the server from this process
+    server = None if args.no_storage else start_local_s3("audiomill-bench")
+    try:
+        # Ray is started before any timing, as a cluster is running before `ray job submit`: its start-up
+        # is not the pipeline's overhead (the job's own scheduling and actor start-up are, and stay in)
+        init_ray(load_config("configs/curate/demo.yaml", ["input=x", "output=x"]))
+        if not args.long_only:
+            demo_configuration(workdir, models, args.dialogs, cores)
+        long_wav = overhead_and_memory(workdir, models, args.long_hours, cores)
+        if server is not None:
+            writers_and_storage(workdir, models, long_wav, args.long_hours * 3600, server.bucket)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def build_models(out: Path) -> dict[str, Path]:
@@ -154,6 +166,35 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
     print(f"  peak memory (driver + Ray workers, PSS): {memory.peak / 2**30:.2f} GiB (target < 4 GiB)")
     for name, peak in sorted(memory.by_process.items(), key=lambda kv: -kv[1])[:5]:
         print(f"    {peak / 2**30:5.2f} GiB  {name}")
+    return long_wav
+
+
+def writers_and_storage(workdir: Path, models: dict, long_wav: Path, long_seconds: float, bucket: str) -> None:
+    """The write stage (model stages off): what reaches the driver, one writer against two on many
+    inputs, and the long input committed to a local S3 server against a local directory."""
+    many = workdir / "many"
+    many.mkdir()
+    for i in range(16):
+        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(many / f"m{i:02d}.wav"), "synth",
+                        "600", "pinknoise", "vol", "0.2"], check=True)
+    many_seconds = 16 * 600
+    rates = {}
+    for writers in (1, 2):
+        wall, summary = run_job(many, workdir / f"many_out_{writers}", models,
+                                [*MODEL_STAGES_OFF, f"resources.write.concurrency={writers}"])
+        rates[writers] = many_seconds / wall
+        if writers == 1:
+            driver = summary["driver_bytes"] / max(1, summary["bytes_committed"])
+    print(f"\nwrite stage (model stages off), 16 inputs of 10 min:")
+    print(f"  bytes received by the driver per byte committed: {driver:.5f} (target < 0.01)")
+    print(f"  1 writer: {rates[1]:.0f}x real time; 2 writers: {rates[2]:.0f}x; ratio {rates[2] / rates[1]:.2f} "
+          f"(target >= 1.6)")
+
+    local, _ = run_job(long_wav.parent, workdir / "long_out_local", models, MODEL_STAGES_OFF)
+    remote, _ = run_job(long_wav.parent, f"s3://{bucket}/long_out", models, MODEL_STAGES_OFF)
+    print(f"  overhead path on the {long_seconds / 3600:g} h input, output to a local directory: "
+          f"{long_seconds / local:.0f}x real time; to a local S3 server: {long_seconds / remote:.0f}x; "
+          f"ratio {local / remote:.2f} (target >= 0.7)")
 
 
 if __name__ == "__main__":

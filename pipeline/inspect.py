@@ -146,7 +146,7 @@ def cmd_verify(layout: DatasetLayout, args) -> int:
         print(p)
     print(f"{checked} samples in {len(layout.committed_shards())} shards checked, {len(problems)} problems")
     superseded = read_manifest(layout, columns=["key"], superseded=True).num_rows
-    if superseded:  # not a problem: readers skip them (see manifest.owning_shards)
+    if superseded:  # not a problem: readers skip them (see manifest.duplicate_owners)
         print(f"{superseded} superseded duplicate samples left by a retried write (readers skip them; "
               f"`audiomill-shards gc` removes shards holding nothing else)")
     return 1 if problems else 0

@@ -1,6 +1,7 @@
 """The curation job's closing summary: counts by outcome, hours, rejected and failed by reason, speed."""
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ class CurationSummary:
     failed: Counter = field(default_factory=Counter)          # "stage/error_type" -> recordings
     stage_seconds: Counter = field(default_factory=Counter)   # stage -> summed seconds
     wall_seconds: float = 0.0
+    bytes_committed: int = 0                                  # sample bytes the writers committed
+    driver_bytes: int = 0                                     # bytes of outcome records the driver received
 
     def add(self, outcome: RecordingOutcome) -> None:
         self.recordings[outcome.outcome] += 1
@@ -30,6 +33,8 @@ class CurationSummary:
             self.failed[outcome.failed] += 1
         for stage, seconds in outcome.stage_seconds:
             self.stage_seconds[stage] += seconds
+        self.bytes_committed += outcome.bytes_written
+        self.driver_bytes += len(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))  # as it travelled
 
     @property
     def audio_hours_per_hour(self) -> float:
@@ -40,7 +45,8 @@ class CurationSummary:
                 "recordings": dict(self.recordings), "hours_in": self.hours_in, "hours_out": self.hours_out,
                 "segments": self.segments, "rejected_by_reason": dict(self.rejected),
                 "failed_by_stage": dict(self.failed), "stage_seconds": dict(self.stage_seconds),
-                "wall_seconds": self.wall_seconds, "audio_hours_per_hour": self.audio_hours_per_hour}
+                "wall_seconds": self.wall_seconds, "audio_hours_per_hour": self.audio_hours_per_hour,
+                "bytes_committed": self.bytes_committed, "driver_bytes": self.driver_bytes}
 
     def format(self) -> str:
         rows = [("inputs", self.inputs), ("skipped (already done)", self.skipped_done),
@@ -50,6 +56,8 @@ class CurationSummary:
                 *[(f"rejected {k}", v) for k, v in sorted(self.rejected.items())],
                 *[(f"failed {k}", v) for k, v in sorted(self.failed.items())],
                 *[(f"stage seconds {k}", f"{v:.1f}") for k, v in self.stage_seconds.items()],
+                ("MB committed by the writers", f"{self.bytes_committed / 1e6:.1f}"),
+                ("KB received by the driver", f"{self.driver_bytes / 1e3:.1f}"),
                 ("wall seconds", f"{self.wall_seconds:.1f}"),
                 ("throughput (audio h / h)", f"{self.audio_hours_per_hour:.1f}")]
         width = max(len(k) for k, _ in rows)

@@ -3,11 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -16,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.local_s3 import start_local_s3
 from pipeline import __version__
 from pipeline.shards import (
     AsrInfo, AudioInfo, PipelineInfo, Quality, RejectedRecord, SegmentRecord, SegmentSample, ShardWriter, TokenInfo,
@@ -100,12 +96,6 @@ def dataset_copy(built_dataset, tmp_path) -> Path:
     return Path(shutil.copytree(built_dataset, tmp_path / "ds"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class S3Server:
     endpoint: str
@@ -119,39 +109,14 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
-    """moto's standalone S3-compatible server on 127.0.0.1, started as a user would start one; the
-    code under test reaches it over HTTP through s3fs, told only by the standard AWS_* environment
-    (set for this process, its subprocesses and the Ray cluster the job tests start)."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "wb")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
+    """One S3-compatible server for the whole run (bench/local_s3.py); the AWS_* environment of this
+    process, its subprocesses and the Ray cluster the job tests start points at it."""
+    saved = dict(os.environ)
+    with open(tmp_path_factory.mktemp("s3") / "moto.log", "wb") as log:
+        server = start_local_s3("audiomill-tests", log)
         try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail(f"moto_server did not come up on {endpoint}")
-            time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import s3fs
-
-    s3fs.S3FileSystem().mkdir("audiomill-tests")
-    try:
-        yield S3Server(endpoint, "audiomill-tests", env)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+            yield S3Server(server.endpoint, server.bucket, server.env)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            server.stop()

@@ -172,41 +172,49 @@ def _read_manifest_part(layout: DatasetLayout, name: str, columns: Sequence[str]
     return table.select(list(columns))
 
 
-def _committed_rows(layout: DatasetLayout, columns: Sequence[str]) -> pa.Table:
+def _manifest_rows(layout: DatasetLayout, columns: Sequence[str], shards: Sequence[str]) -> pa.Table:
     wanted = list(dict.fromkeys([*columns, "recording_id", "shard"]))
-    tables = [_read_manifest_part(layout, n, wanted) for n in layout.committed_shards()]
+    tables = [_read_manifest_part(layout, n, wanted) for n in shards]
     return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table().select(wanted)
 
 
-def owning_shards(table: pa.Table) -> dict[str, str]:
-    """Recording id -> the one shard whose rows of it count: the first by name among those holding it.
+def duplicate_owners(layout: DatasetLayout) -> dict[str, str]:
+    """Recording id -> the one shard whose rows of it count, for each recording held by more than one
+    committed shard (usually none): the first by name among those holding it.
 
-    A writer that died after its manifest landed is retried, and the retry commits the same recording in
-    another shard; both manifests are valid, so every reader applies this rule and sees it once."""
+    A writer that died after its manifest landed is retried, and the retry commits the same recordings in
+    other shards; both manifests are valid, so every reader applies this rule and sees each recording
+    once. Readers of many shards (the trainer) compute it once and pass it on."""
+    table = _manifest_rows(layout, [], layout.committed_shards())
     if not table.num_rows:
         return {}
-    grouped = table.select(["recording_id", "shard"]).group_by("recording_id").aggregate([("shard", "min")])
-    return dict(zip(grouped.column("recording_id").to_pylist(), grouped.column("shard_min").to_pylist()))
+    grouped = table.group_by("recording_id").aggregate([("shard", "count_distinct"), ("shard", "min")])
+    held_twice = grouped.filter(pc.greater(grouped.column("shard_count_distinct"), 1))
+    return dict(zip(held_twice.column("recording_id").to_pylist(), held_twice.column("shard_min").to_pylist()))
 
 
-def _owned_mask(table: pa.Table, owners: dict[str, str]) -> pa.ChunkedArray:
+def _superseded_mask(table: pa.Table, owners: dict[str, str]) -> pa.ChunkedArray:
+    """Rows of a recording held twice that are not in its owning shard."""
+    if not owners:
+        return pa.chunked_array([pa.array([False] * table.num_rows, type=pa.bool_())])
+    held_twice = pc.is_in(table.column("recording_id"), value_set=pa.array(list(owners), type=pa.string()))
     pairs = pc.binary_join_element_wise(table.column("recording_id"), table.column("shard"), "\x00")
-    return pc.is_in(pairs, value_set=pa.array([f"{r}\x00{s}" for r, s in owners.items()], type=pa.string()))
+    owned = pc.is_in(pairs, value_set=pa.array([f"{r}\x00{s}" for r, s in owners.items()], type=pa.string()))
+    return pc.and_(held_twice, pc.invert(owned))
 
 
 def read_manifest(layout: DatasetLayout, columns: Optional[Sequence[str]] = None,
-                  shards: Optional[Sequence[str]] = None, superseded: bool = False) -> pa.Table:
+                  shards: Optional[Sequence[str]] = None, superseded: bool = False,
+                  owners: Optional[dict[str, str]] = None) -> pa.Table:
     """Committed manifest rows that count (or those of the named shards), as one Arrow table.
 
-    Rows of a recording in any shard but its owner (`owning_shards`) are superseded duplicates and left
-    out; `superseded=True` returns only those instead (for verify and gc)."""
+    Rows of a recording in any shard but its owner (`duplicate_owners`, computed here unless given) are
+    superseded duplicates and left out; `superseded=True` returns only those instead (verify, gc)."""
     columns = list(columns) if columns else MANIFEST_SCHEMA.names
-    selected = set(layout.select_shards(shards))
-    table = _committed_rows(layout, columns)
-    owned = _owned_mask(table, owning_shards(table))
-    keep = pc.and_(pc.invert(owned) if superseded else owned,
-                   pc.is_in(table.column("shard"), value_set=pa.array(sorted(selected), type=pa.string())))
-    return table.filter(keep).select(columns)
+    owners = duplicate_owners(layout) if owners is None else owners
+    table = _manifest_rows(layout, columns, layout.select_shards(shards))
+    dropped = _superseded_mask(table, owners)
+    return table.filter(dropped if superseded else pc.invert(dropped)).select(columns)
 
 
 def rows_by_shard(table: pa.Table) -> dict[str, list[dict]]:
@@ -221,10 +229,11 @@ def read_rejected(layout: DatasetLayout, columns: Optional[Sequence[str]] = None
     their recording. A retried writer writes its rows again; repeats of the same row are dropped."""
     table = _read_parts(layout, layout.rejected, REJECTED_SCHEMA, None)
     if table.num_rows:
-        owners = owning_shards(_committed_rows(layout, ["recording_id", "shard"]))
+        committed, owners = set(layout.committed_shards()), duplicate_owners(layout)
         seen, keep = set(), []
         for i, row in enumerate(table.select(["recording_id", "key", "stage", "shard"]).to_pylist()):
-            tied_ok = row["shard"] is None or owners.get(row["recording_id"]) == row["shard"]
+            shard = row["shard"]
+            tied_ok = shard is None or (shard in committed and owners.get(row["recording_id"], shard) == shard)
             identity = (row["recording_id"], row["key"], row["stage"])
             if tied_ok and identity not in seen:
                 seen.add(identity)

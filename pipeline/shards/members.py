@@ -30,7 +30,7 @@ class Member:
     problem: Optional[str] = None
 
 
-# The limit of a member whose sample is a superseded duplicate (manifest.owning_shards): passed over unread.
+# The limit of a member whose sample is a superseded duplicate (manifest.duplicate_owners): passed over unread.
 SKIP = -1
 
 

@@ -18,7 +18,8 @@ from webdataset.tariterators import group_by_keys
 from pipeline.shards.codec import decode_audio, decode_npy
 from pipeline.shards.layout import DatasetError, DatasetLayout
 from pipeline.shards.manifest import (
-    MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, SHA_COLUMNS, read_manifest, rows_by_shard,
+    MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, SHA_COLUMNS, duplicate_owners, read_manifest,
+    rows_by_shard,
 )
 from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SegmentRecord
@@ -107,13 +108,15 @@ def _checked_tar_members(limits_by_url: dict[str, dict[str, int]], show: Callabl
 
 
 def sample_pipeline(layout: DatasetLayout, shards: Optional[Sequence[str]] = None, audio: AudioChoice = "original",
-                    handler: Callable = wds.reraise_exception) -> wds.DataPipeline:
+                    handler: Callable = wds.reraise_exception,
+                    owners: Optional[dict[str, str]] = None) -> wds.DataPipeline:
     """A webdataset pipeline over the committed shards (all, or the named ones) yielding Samples;
-    `handler` is webdataset's error policy."""
+    `handler` is webdataset's error policy; `owners` is `duplicate_owners(layout)` when the caller has it."""
     names = layout.select_shards(shards)
     columns = ["key", "shard", "size_bytes", *SHA_COLUMNS]
-    rows = rows_by_shard(read_manifest(layout, columns=columns, shards=names))
-    superseded = rows_by_shard(read_manifest(layout, columns=columns, shards=names, superseded=True))
+    owners = duplicate_owners(layout) if owners is None else owners
+    rows = rows_by_shard(read_manifest(layout, columns=columns, shards=names, owners=owners))
+    superseded = rows_by_shard(read_manifest(layout, columns=columns, shards=names, superseded=True, owners=owners))
     limits = {layout.shard_tar(n): member_limits(rows.get(n, []), superseded.get(n, [])) for n in names}
     return wds.DataPipeline(
         wds.SimpleShardList(list(limits)),
@@ -124,8 +127,9 @@ def sample_pipeline(layout: DatasetLayout, shards: Optional[Sequence[str]] = Non
     )
 
 
-def iter_samples(root: str | os.PathLike, shards: Optional[Sequence[str]] = None,
-                 audio: AudioChoice = "original", storage_options: Optional[Mapping] = None) -> Iterator[Sample]:
+def iter_samples(root: str | os.PathLike, shards: Optional[Sequence[str]] = None, audio: AudioChoice = "original",
+                 storage_options: Optional[Mapping] = None,
+                 owners: Optional[dict[str, str]] = None) -> Iterator[Sample]:
     """Every sample of a dataset (or of the named shards), in shard order and time order within a shard.
 
     >>> for s in iter_samples("out/ds", audio="enhanced"):     # doctest: +SKIP
@@ -133,4 +137,4 @@ def iter_samples(root: str | os.PathLike, shards: Optional[Sequence[str]] = None
     """
     layout = DatasetLayout.of(root, storage_options).require()
     if layout.select_shards(shards):  # webdataset's shard list refuses an empty list
-        yield from sample_pipeline(layout, shards, audio)
+        yield from sample_pipeline(layout, shards, audio, owners=owners)

@@ -19,10 +19,14 @@ import fnmatch
 import os
 import shutil
 import tempfile
-import time
+from abc import ABC, abstractmethod
 from typing import IO, Callable, Iterator, Mapping, Optional
 
 TEMP_PREFIX = ".tmp-"
+
+
+class StorageError(Exception):
+    """A storage URL that cannot be used (no backend for its protocol, bad options)."""
 
 
 def is_url(spec: str) -> bool:
@@ -52,40 +56,59 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-class Storage:
-    """One filesystem and a root on it; paths are strings relative to nothing (use `join`)."""
+class Storage(ABC):
+    """One filesystem and a root on it. Paths are plain strings on that filesystem (`join` builds them,
+    `show` turns one back into what a user would type)."""
 
-    url: str  # the root as the user gave it, for messages
+    url: str   # the root as the user gave it, for messages
+    root: str  # the root as this filesystem's path
 
-    def join(self, *parts: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def join(self, *parts: str) -> str: ...
 
     def show(self, path: str) -> str:
-        """The path as a user would write it (a URL on object stores)."""
         return path
 
-    # -- reading --
+    @abstractmethod
     def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
     def is_file(self, path: str) -> bool: ...
+
+    @abstractmethod
     def is_dir(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def has_entries(self, directory: str) -> bool: ...
+
+    @abstractmethod
     def size(self, path: str) -> int: ...
-    def modified(self, path: str) -> float: ...
-    def list_names(self, directory: str) -> list[str]: ...
+
+    @abstractmethod
+    def modified(self, path: str) -> float:
+        """Seconds since the epoch of the last write."""
+
+    @abstractmethod
+    def list_names(self, directory: str) -> list[str]:
+        """Names of the files directly in `directory`, sorted (empty when it does not exist)."""
+
+    @abstractmethod
     def open_read(self, path: str) -> IO[bytes]: ...
 
     def read_bytes(self, path: str) -> bytes:
         with self.open_read(path) as f:
             return f.read()
 
-    # -- writing --
+    @abstractmethod
     def makedirs(self, directory: str) -> None: ...
-    def remove(self, path: str) -> None: ...
 
-    @contextlib.contextmanager
-    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+    @abstractmethod
+    def remove(self, path: str) -> None:
+        """Delete a file; a missing one is not an error."""
+
+    @abstractmethod
+    def open_atomic(self, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """A binary file that becomes `path`, whole, when the block ends without an exception."""
-        raise NotImplementedError
-        yield
 
     def write_atomic(self, path: str, write: Callable[[IO[bytes]], None]) -> None:
         with self.open_atomic(path) as f:
@@ -183,14 +206,9 @@ class ObjectStorage(Storage):
 
     def _info(self, path: str) -> Optional[dict]:
         try:
-            return self.fs.info(path, refresh=True)
+            return self.fs.info(path, refresh=True)  # fsspec backends take (and may ignore) keyword options
         except FileNotFoundError:
             return None
-        except TypeError:  # a backend without `refresh`
-            try:
-                return self.fs.info(path)
-            except FileNotFoundError:
-                return None
 
     def exists(self, path: str) -> bool:
         return self._info(path) is not None or self.is_dir(path)
@@ -201,9 +219,10 @@ class ObjectStorage(Storage):
 
     def is_dir(self, path: str) -> bool:
         try:
-            return bool(self.fs.ls(path, detail=False, refresh=True))
+            entries = self.fs.ls(path, detail=False, refresh=True)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        return any(e.rstrip("/") != path.rstrip("/") for e in entries)  # a file lists as itself
 
     def has_entries(self, directory: str) -> bool:
         return self.is_dir(directory)
@@ -243,10 +262,6 @@ class ObjectStorage(Storage):
             self.fs.put_file(local, path)  # one PUT (multipart completes atomically): never seen half-written
 
 
-class StorageError(Exception):
-    """A storage URL that cannot be used (no backend for its protocol, bad options)."""
-
-
 def storage_for(url: str, options: Optional[Mapping] = None) -> Storage:
     """The storage a URL (or local path) lives on; `options` maps protocol -> fsspec keyword arguments."""
     url = os.fspath(url)
@@ -258,29 +273,24 @@ def storage_for(url: str, options: Optional[Mapping] = None) -> Storage:
 
 def list_files(url: str, suffixes: tuple[str, ...], options: Optional[Mapping] = None) -> list[str]:
     """URLs of every object under a prefix whose name ends in one of `suffixes` (case-insensitive)."""
-    storage = storage_for(url, options)
-    assert isinstance(storage, ObjectStorage)
-    found = storage.fs.find(storage.root, refresh=True) if _accepts_refresh(storage.fs.find) else storage.fs.find(
-        storage.root)
-    return sorted(storage.show(p) for p in found if p.lower().endswith(suffixes))
+    storage = _object_storage(url, options)
+    return sorted(storage.show(p) for p in storage.fs.find(storage.root) if p.lower().endswith(suffixes))
 
 
 def glob_files(url: str, options: Optional[Mapping] = None) -> list[str]:
-    storage = storage_for(url, options)
-    assert isinstance(storage, ObjectStorage)
-    pattern = storage.fs._strip_protocol(url)
+    """URLs of every object matching a glob (`*`, `?`, `[...]`; `*` also crosses `/`)."""
+    storage = _object_storage(url, options)
+    pattern = storage.root
     base = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
     return sorted(storage.show(p) for p in storage.fs.find(base) if fnmatch.fnmatchcase(p, pattern))
 
 
-def _accepts_refresh(method) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return "refresh" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+def _object_storage(url: str, options: Optional[Mapping]) -> "ObjectStorage":
+    storage = storage_for(url, options)
+    if not isinstance(storage, ObjectStorage):
+        raise StorageError(f"{url} is not an object-store URL")
+    storage.fs.invalidate_cache()  # a listing must see what other processes wrote since
+    return storage
 
 
 def download_to_temp(url: str, options: Optional[Mapping] = None, chunk_bytes: int = 8 << 20) -> str:
@@ -294,7 +304,3 @@ def download_to_temp(url: str, options: Optional[Mapping] = None, chunk_bytes: i
         os.unlink(path)
         raise
     return path
-
-
-def age_seconds(storage: Storage, path: str) -> float:
-    return time.time() - storage.modified(path)

@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.shards.codec import decode_audio, decode_npy
 from pipeline.shards.layout import DatasetLayout
 from pipeline.shards.manifest import (
-    MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, expected_members, read_manifest, rows_by_shard,
+    MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, duplicate_owners, expected_members, read_manifest, rows_by_shard,
 )
 from pipeline.shards.members import iter_members, member_limits
 from pipeline.shards.schema import SchemaError, SegmentRecord, expected_token_count
@@ -119,9 +119,10 @@ def verify_shard(layout: DatasetLayout, shard: str, rows: list[dict], superseded
 def verify_dataset(layout: DatasetLayout, progress: Callable[[int, int, str], None] = lambda i, n, s: None
                    ) -> tuple[int, list[Problem]]:
     """Verify every committed shard; returns (samples checked, problems)."""
-    table = read_manifest(layout.require())
+    owners = duplicate_owners(layout.require())
+    table = read_manifest(layout, owners=owners)
     rows = rows_by_shard(table)
-    superseded = rows_by_shard(read_manifest(layout, superseded=True))
+    superseded = rows_by_shard(read_manifest(layout, superseded=True, owners=owners))
     shards = layout.committed_shards()
     problems = []
     for i, shard in enumerate(shards):

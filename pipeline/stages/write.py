@@ -18,7 +18,7 @@ Names never collide: NAME is `shard-{12 random hex}-{sequence}`, one random id p
 
 Retries never make a recording visible twice. A worker that dies after a manifest landed has its batch
 retried by Ray, and the retry commits the same recordings again in new shards. Both manifests are
-valid, so every reader applies one rule (`manifest.owning_shards`): a recording's rows count only in
+valid, so every reader applies one rule (`manifest.duplicate_owners`): a recording's rows count only in
 the first shard by name that holds it; its rows elsewhere are superseded duplicates, skipped by the
 ledger, stats, verify, the reader and the trainer alike (rejected rows tied to a superseded shard and
 repeated loose rejected rows likewise; failed rows count only for recordings without another outcome).

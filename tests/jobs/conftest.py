@@ -13,7 +13,7 @@ import soundfile as sf
 
 from jobs.build_models import build_all
 from pipeline.synthetic import make_dialog
-from tests.conftest import free_port
+from bench.local_s3 import free_port
 
 VENV_BIN = str(Path(sys.executable).parent)
 REPO = Path(__file__).parents[2]

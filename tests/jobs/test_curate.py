@@ -63,13 +63,26 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return row[-1] / max(1, len(ref))
 
 
-def upload(folder: Path, url: str) -> str:
+def upload_with_bad_inputs(folder: Path, url: str, scratch: Path) -> dict[str, str]:
+    """The spoken inputs and one of each kind of bad object under a prefix, with the place each must end in."""
     import s3fs
 
     fs = s3fs.S3FileSystem()  # endpoint and credentials from the AWS_* environment, as users have them
+    expect = {}
     for path in sorted(folder.glob("*.wav")):
         fs.put_file(str(path), f"{url}/{path.name}")
-    return url + "/"
+        expect[f"{url}/{path.name}"] = "committed"
+    nan = np.full(16000, 0.1, dtype=np.float32)
+    nan[5:50] = np.nan
+    sf.write(scratch / "nan.wav", nan, 16000, subtype="FLOAT")
+    bad = {"empty.wav": b"", "not-audio.mp3": b"plain text, certainly not audio " * 50,
+           "nan.wav": (scratch / "nan.wav").read_bytes()}
+    for name, data in bad.items():
+        fs.pipe_file(f"{url}/{name}", data)
+        expect[f"{url}/{name}"] = "failed"
+    fs.put_file(str(write_silence(scratch / "silence.wav")), f"{url}/silence.wav")
+    expect[f"{url}/silence.wav"] = "rejected"
+    return expect
 
 
 @pytest.mark.parametrize("storage", ["local", "s3"])
@@ -77,14 +90,15 @@ def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spok
     folder, truth = spoken_inputs
     if storage == "s3":  # input listed from a prefix, shards committed by the workers straight to the store
         s3 = request.getfixturevalue("s3_server")
-        input_spec, dataset = upload(folder, s3.url("raw")), s3.url("curated")
-        truth = {f"{input_spec}{Path(source).name}": text for source, text in truth.items()}
+        raw, dataset = s3.url("raw"), s3.url("curated")
+        expect, input_spec = upload_with_bad_inputs(folder, raw, tmp_path), raw + "/"
+        truth = {f"{raw}/{Path(source).name}": text for source, text in truth.items()}
     else:
-        input_spec, dataset = folder, tmp_path / "curated"
+        input_spec, dataset, expect = folder, tmp_path / "curated", {source: "committed" for source in truth}
+    args = curate_args(input_spec, dataset, offline_models)
     result = subprocess.run(
         [f"{VENV_BIN}/ray", "job", "submit", "--address", ray_cluster[1], "--working-dir", str(REPO), "--",
-         "python", *curate_args(input_spec, dataset, offline_models)],
-        cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=600)
+         "python", *args], cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout + result.stderr
     assert "curation summary" in result.stdout
@@ -92,10 +106,18 @@ def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spok
     layout = DatasetLayout.of(dataset)
     checked, problems = verify_dataset(layout)
     assert checked > 0 and problems == []
-    assert outcomes(dataset) == {source: ["committed"] for source in truth}
+    assert outcomes(dataset) == {source: [place] for source, place in expect.items()}
     info = layout.read_info()
-    assert info["last_run"]["recordings"] == {"committed": len(truth)}
+    assert info["last_run"]["recordings"].get("committed") == len(truth)
     assert info["totals"]["segments"] == checked
+    if storage == "s3":
+        failed = {r["source"]: r["message"] for r in read_failed(layout).to_pylist()}
+        assert "empty (0 bytes)" in failed[f"{raw}/empty.wav"] and "NaN" in failed[f"{raw}/nan.wav"]
+        manifests = layout.committed_shards()
+        again = run_curate(ray_cluster, *args)  # exactly once: a rerun adds nothing
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert f"{len(expect)} already done, 0 to process" in again.stdout
+        assert layout.committed_shards() == manifests
 
     # Transcripts of clean generated speech by the real tiny.en model: measured word error rate.
     hypotheses: dict[str, list[str]] = {}
@@ -183,37 +205,41 @@ def test_configuration_error_stops_before_any_work(ray_cluster, spoken_inputs, o
     assert not (tmp_path / "out").exists()
 
 
-def audio_hashes(dataset: Path) -> dict[str, str]:
+def audio_hashes(dataset: Path | str) -> dict[str, str]:
     rows = read_manifest(DatasetLayout.of(dataset), columns=["key", "sha256_flac"]).to_pylist()
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)), "duplicate sample keys"
     return {r["key"]: r["sha256_flac"] for r in rows}
 
 
-def test_killed_job_resumes_to_the_same_dataset(ray_cluster, spoken_inputs, offline_models, tmp_path):
+def test_killed_job_resumes_to_the_same_dataset(ray_cluster, s3_server, spoken_inputs, offline_models, tmp_path):
+    """SIGKILL of the driver mid-run, on S3 (no rename there: the manifest upload is the commit), then a
+    rerun: the same samples, byte for byte, as an uninterrupted run to a local directory."""
     folder, truth = spoken_inputs
     extra = ["quality.dnsmos=false", "shards.target_samples=1", "resources.transcribe.batch_size=1",
-             "resources.diarize.batch_size=1", "resources.quality.batch_size=1", "resources.tokenize.batch_size=1"]
+             "resources.diarize.batch_size=1", "resources.quality.batch_size=1", "resources.tokenize.batch_size=1",
+             "resources.write.batch_size=1"]
     reference = tmp_path / "uninterrupted"
     assert run_curate(ray_cluster, *curate_args(folder, reference, offline_models, *extra)).returncode == 0
 
-    killed = tmp_path / "killed"
+    killed = DatasetLayout.of(s3_server.url("killed"))
     env = {**ray_env(), "RAY_ADDRESS": ray_cluster[0]}
-    proc = subprocess.Popen([sys.executable, *curate_args(folder, killed, offline_models, *extra)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, *curate_args(folder, killed.url, offline_models, *extra)], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((killed / "manifest").glob("*.parquet")):
-        time.sleep(0.05)
+    while time.time() < deadline and not killed.committed_shards():
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    committed_at_kill = len(list((killed / "manifest").glob("*.parquet")))
+    time.sleep(3)  # a writer already past its tar upload may still commit: the resume counts what is there
+    committed_at_kill = len(set(read_manifest(killed, columns=["recording_id"]).column("recording_id").to_pylist()))
     assert 1 <= committed_at_kill < len(truth), "the kill must land mid-run"
 
-    resumed = run_curate(ray_cluster, *curate_args(folder, killed, offline_models, *extra))
+    resumed = run_curate(ray_cluster, *curate_args(folder, killed.url, offline_models, *extra))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{committed_at_kill} already done" in resumed.stdout
-    assert audio_hashes(killed) == audio_hashes(reference)
-    assert verify_dataset(DatasetLayout.of(killed))[1] == []
+    assert audio_hashes(killed.url) == audio_hashes(reference)
+    assert verify_dataset(killed)[1] == []
 
 
 def run_driver_alone(*args) -> subprocess.CompletedProcess:

@@ -77,14 +77,17 @@ class PretrainStream:
                  encode_text: Callable[[str], list[int]], text_corpus: Sequence[str] = (), strict: bool = False,
                  instruction: str = ""):
         from pipeline.shards import DatasetLayout
-        from pipeline.shards.manifest import read_manifest
+        from pipeline.shards.manifest import duplicate_owners, read_manifest
 
         self.dataset, self.rank, self.world, self.seed = dataset, rank, world, seed
         self.seq_len, self.weights, self.max_window = seq_len, dict(weights), max_window_segments
         self.enhanced_fraction, self.ids, self.encode_text = enhanced_fraction, ids, encode_text
         self.text_corpus, self.strict = list(text_corpus), strict
         self.instruction = encode_text(instruction) if instruction else []  # the sft_asr user prompt
-        self.shards = sorted(set(read_manifest(DatasetLayout.of(dataset), columns=["shard"]).column("shard")
+        layout = DatasetLayout.of(dataset)
+        # once per run: which shard owns a recording a retried writer committed twice (usually none)
+        self.owners = duplicate_owners(layout)
+        self.shards = sorted(set(read_manifest(layout, columns=["shard"], owners=self.owners).column("shard")
                                  .to_pylist()))
         if len(self.shards) < world:
             raise DataError(f"{dataset}: {len(self.shards)} shard(s) for {world} data-parallel ranks; "
@@ -113,7 +116,7 @@ class PretrainStream:
 
         current: list = []
         seen = 0
-        for sample in iter_samples(self.dataset, shards=[shard], audio="both"):
+        for sample in iter_samples(self.dataset, shards=[shard], audio="both", owners=self.owners):
             if current and sample.record.recording_id != current[0].record.recording_id:
                 if seen >= self._state.recording_pos:
                     yield current

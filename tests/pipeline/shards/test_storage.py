@@ -93,3 +93,21 @@ def test_a_retried_write_never_makes_a_recording_visible_twice(backend, request,
     assert not layout.storage.exists(orphan)
     assert read_manifest(layout, columns=["key"], superseded=True).num_rows == 0
     assert sorted(s.key for s in iter_samples(root)) == once and verify_dataset(layout) == (len(once), [])
+
+
+def test_inputs_on_s3_are_listed_from_a_prefix_a_glob_or_a_list_file(s3_server):
+    from pipeline.inputs import InputError, list_inputs
+    from pipeline.shards.storage import storage_for
+
+    root = s3_server.url("inputs")
+    storage = storage_for(root)
+    for name in ("a.wav", "b.FLAC", "notes.txt", "deep/c.wav"):
+        storage.write_bytes(storage.join(storage.root, name), b"bytes")
+    wav, flac, deep = f"{root}/a.wav", f"{root}/b.FLAC", f"{root}/deep/c.wav"
+    assert list_inputs(root + "/", ["wav", "flac"]) == [wav, flac, deep]
+    assert list_inputs(f"{root}/*.wav", ["wav"]) == [wav, deep]
+    storage.write_bytes(storage.join(storage.root, "list.txt"), f"# chosen\n{deep}\n{wav}\n".encode())
+    assert list_inputs(f"{root}/list.txt", ["wav"]) == [deep, wav]
+    assert list_inputs(wav, ["wav"]) == [wav]
+    with pytest.raises(InputError, match="no object under it"):
+        list_inputs(s3_server.url("empty"), ["wav"])
