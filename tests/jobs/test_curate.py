@@ -93,9 +93,11 @@ def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spok
         raw, dataset = s3.url("raw"), s3.url("curated")
         expect, input_spec = upload_with_bad_inputs(folder, raw, tmp_path), raw + "/"
         truth = {f"{raw}/{Path(source).name}": text for source, text in truth.items()}
+        writers = ["resources.write.concurrency=2", "resources.write.batch_size=2"]  # committing side by side
     else:
         input_spec, dataset, expect = folder, tmp_path / "curated", {source: "committed" for source in truth}
-    args = curate_args(input_spec, dataset, offline_models)
+        writers = []
+    args = curate_args(input_spec, dataset, offline_models, *writers)
     result = subprocess.run(
         [f"{VENV_BIN}/ray", "job", "submit", "--address", ray_cluster[1], "--working-dir", str(REPO), "--",
          "python", *args], cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=600)
@@ -110,6 +112,8 @@ def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spok
     info = layout.read_info()
     assert info["last_run"]["recordings"].get("committed") == len(truth)
     assert info["totals"]["segments"] == checked
+    # no audio through the driver: it received outcome records only
+    assert 0 < info["last_run"]["driver_bytes"] < 0.01 * info["last_run"]["bytes_committed"]
     if storage == "s3":
         failed = {r["source"]: r["message"] for r in read_failed(layout).to_pylist()}
         assert "empty (0 bytes)" in failed[f"{raw}/empty.wav"] and "NaN" in failed[f"{raw}/nan.wav"]
