@@ -1,5 +1,6 @@
 """Stage 7 (worker side), pack: turn a finished recording into encoded shard members and ledger rows,
-so the single writer only appends bytes. Segment times become seconds relative to the source."""
+so the writers (stage 8, pipeline/stages/write.py) only append bytes. Segment times become seconds
+relative to the source."""
 from __future__ import annotations
 
 import time

@@ -29,6 +29,7 @@ at job start, before any writer runs, never under a live writer.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -74,8 +75,6 @@ def outcome_of(packed: PackedRecording, write_seconds: float) -> RecordingOutcom
 
 def write_recordings(packed: Sequence[PackedRecording], settings: WriteSettings) -> list[RecordingOutcome]:
     """Commit a batch of whole recordings (shards, rejected and failed parts) and say what became of each."""
-    import time
-
     started = time.perf_counter()
     writer = ShardWriter(settings.output, target_bytes=settings.target_bytes, target_samples=settings.target_samples,
                          sample_rate=settings.sample_rate, clean_orphans=False,
