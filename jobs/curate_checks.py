@@ -117,8 +117,13 @@ def resource_problems(cfg: DictConfig) -> list[str]:
     for name, r in cfg.resources.items():
         if not r.num_cpus or r.num_cpus <= 0:
             problems.append(f"resources.{name}.num_cpus={r.num_cpus} must be > 0")
-        if "batch_size" in r and (r.batch_size < 1 or r.concurrency < 1):
-            problems.append(f"resources.{name}: batch_size and concurrency must be >= 1")
+        if "batch_size" in r and r.batch_size < 1:
+            problems.append(f"resources.{name}.batch_size={r.batch_size} must be >= 1")
+        if "concurrency" in r and not valid_pool_size(r.concurrency):
+            problems.append(f"resources.{name}.concurrency={OmegaConf.to_object(r)['concurrency']!r} must be a "
+                            f"pool size >= 1 or a [min, max] range with 1 <= min <= max")
+        if "memory_mb" in r and (not isinstance(r.memory_mb, (int, float)) or r.memory_mb < 0):
+            problems.append(f"resources.{name}.memory_mb={r.memory_mb!r} must be a number of MB >= 0")
         if "num_gpus" in r and r.num_gpus < 0:
             problems.append(f"resources.{name}.num_gpus={r.num_gpus} must be >= 0")
     if problems:
@@ -141,6 +146,16 @@ def resource_problems(cfg: DictConfig) -> list[str]:
     if not problems:
         problems += [f"{line} (embedded Ray on this machine)" for line in unschedulable(demands, [capacity])]
     return problems
+
+
+def valid_pool_size(concurrency) -> bool:
+    if isinstance(concurrency, bool):
+        return False
+    if isinstance(concurrency, int):
+        return concurrency >= 1
+    values = list(concurrency) if OmegaConf.is_list(concurrency) else None
+    return (values is not None and len(values) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in values) and 1 <= values[0] <= values[1])
 
 
 def model_reference(add, setting: str, name: str, marker: str, kind: str) -> None:

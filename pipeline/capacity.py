@@ -1,6 +1,7 @@
 """Whether the curation job's pools can ever be scheduled on a cluster, checked before any work.
 
-Ray Data keeps every actor of a pool for the whole job and runs the decode and pack tasks beside them;
+Ray Data keeps every actor of a pool for the whole job (at least a pool's minimum size, when it is a
+[min, max] range that autoscales) and runs the decode and pack tasks beside them;
 when the actors' CPUs plus the tasks' exceed the cluster's, or one actor asks for more than any node
 has, it waits forever (with autoscaler errors). These are plain functions on plain data: the job checks
 an embedded Ray before starting it, and a real cluster once attached, waiting a configured time for
@@ -16,17 +17,33 @@ _EPSILON = 1e-9  # fractional CPUs add up with rounding error
 
 @dataclass(frozen=True)
 class Demand:
-    """What one pool holds: `count` actors (or 1 for a task kind) of `cpus` and `gpus` each."""
+    """What one pool holds at the least: `count` actors (its minimum size; 1 for a task kind) of `cpus`,
+    `gpus` and `memory` bytes each."""
     stage: str
     cpus: float
     gpus: float
     count: int
+    memory: float = 0.0
 
 
 @dataclass(frozen=True)
 class NodeCapacity:
     cpus: float
     gpus: float
+    memory: float | None = None  # bytes Ray may hand out; None: not known (an embedded Ray decides at start)
+
+
+def pool_bounds(concurrency) -> tuple[int, int]:
+    """(min, max) actors of a pool: `concurrency` is a fixed size or a [min, max] range (autoscaling)."""
+    if isinstance(concurrency, int):
+        return concurrency, concurrency
+    low, high = concurrency
+    return int(low), int(high)
+
+
+def memory_bytes(resources) -> float:
+    """A stage's declared memory per actor or task (`memory_mb`), as Ray takes it: bytes."""
+    return float(resources.get("memory_mb") or 0) * 2**20
 
 
 def stage_demands(cfg) -> list[Demand]:
@@ -34,9 +51,11 @@ def stage_demands(cfg) -> list[Demand]:
     decode and pack."""
     enabled = {"enhance": cfg.enhance.enabled, "diarize": True, "transcribe": cfg.transcribe.enabled,
                "quality": cfg.quality.enabled, "tokenize": cfg.tokenize.enabled, "write": True}
-    demands = [Demand(stage, float(r.num_cpus), float(r.get("num_gpus") or 0), int(r.concurrency))
+    demands = [Demand(stage, float(r.num_cpus), float(r.get("num_gpus") or 0), pool_bounds(r.concurrency)[0],
+                      memory_bytes(r))
                for stage, r in cfg.resources.items() if enabled.get(stage)]
-    demands += [Demand(task, float(cfg.resources[task].num_cpus), 0.0, 1) for task in ("decode", "pack")]
+    demands += [Demand(task, float(cfg.resources[task].num_cpus), 0.0, 1, memory_bytes(cfg.resources[task]))
+                for task in ("decode", "pack")]
     return demands
 
 
@@ -49,6 +68,9 @@ def unschedulable(demands: list[Demand], nodes: list[NodeCapacity]) -> list[str]
             problems.append(f"resources.{d.stage}: one actor needs {d.cpus:g} CPU and {d.gpus:g} GPU, no node has "
                             f"that (largest: {max((n.cpus for n in nodes), default=0):g} CPU, "
                             f"{max((n.gpus for n in nodes), default=0):g} GPU)")
+        elif not any(n.memory is None or d.memory <= n.memory for n in nodes):
+            problems.append(f"resources.{d.stage}.memory_mb={d.memory / 2**20:g}: no node has that much memory for "
+                            f"Ray (largest: {max(n.memory for n in nodes) / 2**20:.0f} MB)")
     want_cpus = sum(d.cpus * d.count for d in demands)
     want_gpus = sum(d.gpus * d.count for d in demands)
     if want_cpus > cpus + _EPSILON:
@@ -57,6 +79,11 @@ def unschedulable(demands: list[Demand], nodes: list[NodeCapacity]) -> list[str]
     if want_gpus > gpus + _EPSILON:
         problems.append(f"the pools need {want_gpus:g} GPU together ({describe(demands, 'gpus')}), the cluster has "
                         f"{gpus:g}")
+    if all(n.memory is not None for n in nodes) and nodes:
+        want_memory, memory = sum(d.memory * d.count for d in demands), sum(n.memory for n in nodes)
+        if want_memory > memory:
+            problems.append(f"the pools need {want_memory / 2**30:.1f} GiB of memory together, the cluster has "
+                            f"{memory / 2**30:.1f} GiB: lower resources.<stage>.memory_mb or the pools' minimum sizes")
     return problems
 
 
@@ -65,16 +92,21 @@ def describe(demands: list[Demand], what: str) -> str:
 
 
 def embedded_capacity(local_num_cpus, wants_gpus: bool) -> NodeCapacity:
-    """The one node an embedded Ray starts here (`ray.local_num_cpus`, or every core)."""
+    """The one node an embedded Ray starts here (`ray.local_num_cpus`, or every core; its memory at most
+    this machine's: Ray keeps part for its object store, so this refuses only what could never run)."""
+    import psutil
+
     gpus = 0
     if wants_gpus:
         import torch
 
         gpus = torch.cuda.device_count()
-    return NodeCapacity(float(local_num_cpus or os.cpu_count() or 1), float(gpus))
+    return NodeCapacity(float(local_num_cpus or os.cpu_count() or 1), float(gpus),
+                        float(psutil.virtual_memory().total))
 
 
 def cluster_nodes(ray_nodes: list[dict]) -> list[NodeCapacity]:
     """Alive nodes of `ray.nodes()` as capacities."""
-    return [NodeCapacity(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+    return [NodeCapacity(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
+                         float(n["Resources"].get("memory", 0)))
             for n in ray_nodes if n.get("Alive")]

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.capacity import cluster_nodes, stage_demands, unschedulable
+from pipeline.capacity import cluster_nodes, memory_bytes, pool_bounds, stage_demands, unschedulable
 from pipeline.shards.schema import PipelineInfo
 from pipeline.stages.base import Stage, run_stage
 from pipeline.stages.decode import decode_sessions
@@ -134,6 +134,22 @@ def wait_for_capacity(cfg: DictConfig, say: Callable[[str], None] = print) -> No
         time.sleep(2)
 
 
+def actor_pool(resources):
+    """A fixed pool, or one Ray Data scales between [min, max] with the work queued for it."""
+    import ray
+
+    low, high = pool_bounds(resources.concurrency)
+    if low == high:
+        return ray.data.ActorPoolStrategy(size=low)
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+
+
+def declared_memory(resources) -> dict:
+    """`memory=` for Ray when the stage declares `memory_mb`: the scheduler then never overcommits a node."""
+    memory = memory_bytes(resources)
+    return {"memory": memory} if memory else {}
+
+
 class _WriteActor:
     """Ray Data actor: commits each batch of packed recordings to shards, returns their outcomes."""
 
@@ -178,19 +194,18 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
     if not items:
         return
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), cfg.ray.input_blocks))
-    ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus)
+    ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus, **declared_memory(cfg.resources.decode))
     for plan in stages:
         r = plan.resources
         # a class per stage: Ray names the operator after it, so the plan and progress say `MapBatches(transcribe)`
         actor = type(plan.name, (_StageActor,), {"__module__": __name__, "__qualname__": plan.name})
         ds = ds.map_batches(actor, fn_constructor_args=(plan.name, plan.make), batch_size=r.batch_size,
-                            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=r.concurrency),
-                            num_cpus=r.num_cpus,
-                            num_gpus=r.num_gpus or None)
-    ds = ds.map(pack, num_cpus=cfg.resources.pack.num_cpus)
+                            batch_format="numpy", compute=actor_pool(r), num_cpus=r.num_cpus,
+                            num_gpus=r.num_gpus or None, **declared_memory(r))
+    ds = ds.map(pack, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
     w = cfg.resources.write
     writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
     ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=w.concurrency), num_cpus=w.num_cpus)
+                        compute=actor_pool(w), num_cpus=w.num_cpus, **declared_memory(w))
     for row in ds.iter_rows():
         yield pickle.loads(row["outcome"])

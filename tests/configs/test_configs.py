@@ -63,6 +63,9 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     models = build_all(tmp_path / "models")
     demo = load_config("configs/curate/demo.yaml", [*curate_overrides(models), "output=x"])
     validate(demo)
+    # an autoscaling pool: its minimum must fit this machine, its maximum need not
+    validate(load_config("configs/curate/demo.yaml", [*curate_overrides(models), "output=x",
+                                                      "resources.quality.concurrency=[1,9]"]))
     default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # GPU stages: a cluster's capacity is checked once attached
@@ -89,6 +92,11 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("tokenize.model=/nonexistent/tokenizer", "no semantic tokenizer folder"),
     ("transcribe.paraformer.model=/nonexistent/paraformer", "no FunASR Paraformer folder"),
     ("transcribe.paraformer.comma_gap=2.0", "comma_gap"),
+    ("resources.quality.concurrency=[3,1]", r"a \[min, max\] range with 1 <= min <= max"),
+    ("resources.quality.concurrency=0", "must be a pool size >= 1"),
+    ("resources.transcribe.memory_mb=-1", "memory_mb=-1 must be a number of MB >= 0"),
+    ("resources.quality.concurrency=[9,12]", "the pools need 4 CPU together"),  # the minimum must fit
+    ("resources.transcribe.memory_mb=100000000", "no node has that much memory"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate

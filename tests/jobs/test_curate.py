@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,16 +217,80 @@ def audio_hashes(dataset: Path | str) -> dict[str, str]:
     return {r["key"]: r["sha256_flac"] for r in rows}
 
 
-def test_killed_job_resumes_to_the_same_dataset(ray_cluster, s3_server, spoken_inputs, offline_models, tmp_path):
+FAULT_SETTINGS = ["quality.dnsmos=false", "shards.target_samples=1", "resources.transcribe.batch_size=1",
+                  "resources.diarize.batch_size=1", "resources.quality.batch_size=1",
+                  "resources.tokenize.batch_size=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_reference(ray_cluster, spoken_inputs, offline_models, tmp_path_factory) -> Path:
+    """The fault tests' settings, run once without faults, to a local directory."""
+    reference = tmp_path_factory.mktemp("reference") / "uninterrupted"
+    result = run_curate(ray_cluster, *curate_args(spoken_inputs[0], reference, offline_models, *FAULT_SETTINGS))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return reference
+
+
+def writer_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if "MapBatches(write)" in " ".join(p.info["cmdline"] or [])]
+
+
+def kill_a_writer_when(condition, deadline: float) -> bool:
+    while time.time() < deadline:
+        if condition():
+            victims = writer_processes()
+            for victim in victims:
+                victim.kill()
+            return bool(victims)
+        time.sleep(0.02)
+    return False
+
+
+def test_writers_killed_mid_shard_and_after_a_manifest_lose_and_repeat_nothing(
+        ray_cluster, s3_server, spoken_inputs, offline_models, uninterrupted_reference):
+    """SIGKILL of the writer actor while it stages a shard, then again right after one of its manifests
+    landed on S3 with more of its batch to go: Ray restarts it and retries the batch, which commits the
+    same recordings again; readers see each once, and gc removes exactly what the faults left."""
+    folder, truth = spoken_inputs
+    dataset = DatasetLayout.of(s3_server.url("writer-faults"))
+    staging = lambda: {str(p) for p in Path(tempfile.gettempdir()).glob("audiomill-upload-*")}  # noqa: E731
+    before = staging()
+    env = {**ray_env(), "RAY_ADDRESS": ray_cluster[0]}
+    job = subprocess.Popen([sys.executable, *curate_args(folder, dataset.url, offline_models, *FAULT_SETTINGS,
+                                                         "resources.write.batch_size=2")],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    assert kill_a_writer_when(lambda: staging() - before, deadline), "no writer staged a shard"
+    assert kill_a_writer_when(lambda: dataset.committed_shards(), deadline), "no writer committed a shard"
+    output = job.communicate(timeout=600)[0]
+    assert job.returncode == 0, output[-3000:]
+
+    assert outcomes(dataset.url) == {source: ["committed"] for source in truth}
+    assert audio_hashes(dataset.url) == audio_hashes(uninterrupted_reference)  # nothing lost, nothing twice
+    assert sorted(s.key for s in iter_samples(dataset.url)) == sorted(audio_hashes(uninterrupted_reference))
+    superseded = set(read_manifest(dataset, columns=["shard"], superseded=True).column("shard").to_pylist())
+    counted = set(read_manifest(dataset, columns=["shard"]).column("shard").to_pylist())
+    left_over = {*dataset.orphans(), *(f for s in superseded - counted
+                                        for f in (dataset.shard_tar(s), dataset.shard_manifest(s)))}
+    gc = subprocess.run([sys.executable, "-m", "pipeline.inspect", "gc", dataset.url, "--grace-seconds", "0"],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    assert {line.split(" ", 1)[1] for line in gc.stdout.splitlines() if line.startswith("removed ")} == {
+        dataset.storage.show(f) for f in left_over}
+    assert dataset.orphans() == [] and read_manifest(dataset, columns=["key"], superseded=True).num_rows == 0
+    assert audio_hashes(dataset.url) == audio_hashes(uninterrupted_reference)
+    assert verify_dataset(dataset)[1] == []
+    print(f"writer faults left {len(superseded)} superseded shards and {len(left_over)} files for gc")
+
+
+def test_killed_job_resumes_to_the_same_dataset(ray_cluster, s3_server, spoken_inputs, offline_models,
+                                                uninterrupted_reference):
     """SIGKILL of the driver mid-run, on S3 (no rename there: the manifest upload is the commit), then a
     rerun: the same samples, byte for byte, as an uninterrupted run to a local directory."""
     folder, truth = spoken_inputs
-    extra = ["quality.dnsmos=false", "shards.target_samples=1", "resources.transcribe.batch_size=1",
-             "resources.diarize.batch_size=1", "resources.quality.batch_size=1", "resources.tokenize.batch_size=1",
-             "resources.write.batch_size=1"]
-    reference = tmp_path / "uninterrupted"
-    assert run_curate(ray_cluster, *curate_args(folder, reference, offline_models, *extra)).returncode == 0
-
+    extra = [*FAULT_SETTINGS, "resources.write.batch_size=1"]
     killed = DatasetLayout.of(s3_server.url("killed"))
     env = {**ray_env(), "RAY_ADDRESS": ray_cluster[0]}
     proc = subprocess.Popen([sys.executable, *curate_args(folder, killed.url, offline_models, *extra)], cwd=REPO,
@@ -242,7 +307,7 @@ def test_killed_job_resumes_to_the_same_dataset(ray_cluster, s3_server, spoken_i
     resumed = run_curate(ray_cluster, *curate_args(folder, killed.url, offline_models, *extra))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{committed_at_kill} already done" in resumed.stdout
-    assert audio_hashes(killed.url) == audio_hashes(reference)
+    assert audio_hashes(killed.url) == audio_hashes(uninterrupted_reference)
     assert verify_dataset(killed)[1] == []
 
 

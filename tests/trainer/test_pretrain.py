@@ -131,11 +131,21 @@ def test_pipeline_parallel_two_stages_trains_as_one_process_does(uninterrupted, 
     assert json.loads((latest / "model_config.json").read_text())["pipeline_parallel"] == 2
 
 
-def test_two_nodes_of_one_process_with_a_corrupt_shard(training_inputs, tmp_path):
+def upload_dataset(folder: Path, url: str) -> str:
+    import s3fs
+
+    fs = s3fs.S3FileSystem()  # endpoint and credentials from the AWS_* environment
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        fs.put_file(str(path), f"{url}/{path.relative_to(folder).as_posix()}")
+    return url
+
+
+def test_two_nodes_of_one_process_read_a_dataset_on_s3_with_a_corrupt_shard(training_inputs, s3_server, tmp_path):
+    """Each node streams its shards from the S3 server (no local copy); a truncated tar is skipped and counted."""
     dataset = shutil.copytree(training_inputs["dataset"], tmp_path / "dataset")
     victim = sorted((dataset / "shards").glob("*.tar"))[0]
     victim.write_bytes(victim.read_bytes()[:3000])
-    inputs = {**training_inputs, "dataset": dataset}
+    inputs = {**training_inputs, "dataset": upload_dataset(dataset, s3_server.url("training"))}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -149,6 +159,8 @@ def test_two_nodes_of_one_process_with_a_corrupt_shard(training_inputs, tmp_path
     assert loss[8] < 0.85 * loss[1], loss
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["data/skipped_shards"] >= 1  # counted, and training went on
+    skipped = [line for o in outputs for line in o.splitlines() if "skipping unreadable shard" in line]
+    assert skipped and all(f"{inputs['dataset']}/shards/{victim.name}" in line for line in skipped), skipped
 
 
 def test_sigterm_saves_and_loader_workers_resume_exactly(training_inputs, tmp_path):
