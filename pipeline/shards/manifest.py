@@ -185,10 +185,15 @@ def duplicate_owners(layout: DatasetLayout) -> dict[str, str]:
     A writer that died after its manifest landed is retried, and the retry commits the same recordings in
     other shards; both manifests are valid, so every reader applies this rule and sees each recording
     once. Readers of many shards (the trainer) compute it once and pass it on."""
-    table = _manifest_rows(layout, [], layout.committed_shards())
+    return _owners_in(_manifest_rows(layout, [], layout.committed_shards()))
+
+
+def _owners_in(table: pa.Table) -> dict[str, str]:
+    """`duplicate_owners` of rows already read from every committed part."""
     if not table.num_rows:
         return {}
-    grouped = table.group_by("recording_id").aggregate([("shard", "count_distinct"), ("shard", "min")])
+    grouped = table.select(["recording_id", "shard"]).group_by("recording_id").aggregate(
+        [("shard", "count_distinct"), ("shard", "min")])
     held_twice = grouped.filter(pc.greater(grouped.column("shard_count_distinct"), 1))
     return dict(zip(held_twice.column("recording_id").to_pylist(), held_twice.column("shard_min").to_pylist()))
 
@@ -211,8 +216,9 @@ def read_manifest(layout: DatasetLayout, columns: Optional[Sequence[str]] = None
     Rows of a recording in any shard but its owner (`duplicate_owners`, computed here unless given) are
     superseded duplicates and left out; `superseded=True` returns only those instead (verify, gc)."""
     columns = list(columns) if columns else MANIFEST_SCHEMA.names
-    owners = duplicate_owners(layout) if owners is None else owners
     table = _manifest_rows(layout, columns, layout.select_shards(shards))
+    if owners is None:  # every part read already holds them; a subset needs the other parts' ids too
+        owners = _owners_in(table) if shards is None else duplicate_owners(layout)
     dropped = _superseded_mask(table, owners)
     return table.filter(dropped if superseded else pc.invert(dropped)).select(columns)
 
