@@ -21,11 +21,12 @@ from jobs.cli import parse_job_args
 from model.cpu_compat import cuda_tensors_on_cpu
 from model.parallel import init_parallel, shutdown_parallel
 from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from trainer.metrics import MetricsLog
+from trainer.metrics import MetricsLog, SampleRecord
 from trainer.optim import build_training, freeze_whisper_for_this_step
-from trainer.build import build_loader, build_run_model, parallel_ranks, special_ids, text_encoder
+from trainer.build import build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder
 from trainer.checks import run_problems
-from trainer.data.stream import DataError
+from trainer.data.reshard import reader_count, readers_of, rank_state, reshard
+from trainer.data.stream import DataError, DatasetSpec, dataset_shards
 from trainer.data.tasks import TASKS
 from trainer.step import collective_device, forward_backward
 
@@ -47,7 +48,8 @@ def any_rank(flag: bool) -> bool:
 
 def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
     """Mean loss over `eval_batches` micro-batches of the held-out dataset (the same ones every time)."""
-    loader = build_loader(cfg, cfg.train.eval_dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed + 1)
+    loader = build_loader(cfg, [DatasetSpec(cfg.train.eval_dataset)], ids, encode, dp_rank, dp_size,
+                          seed=cfg.seed + 1)
     ddp_model.eval()
     with torch.no_grad():
         out = forward_backward(ddp_model, model, [loader.next_batch() for _ in range(cfg.train.eval_batches)],
@@ -55,6 +57,52 @@ def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
                                audio_offset=ids.audio_offset, forward_only=True)
     ddp_model.train()
     return all_reduce_sum([out.loss])[0] / dp_size
+
+
+def resumed_loader_state(saved: list[dict], state: dict, cfg: DictConfig, listings: list[dict], dp_rank: int,
+                         dp_size: int, step: int) -> dict | None:
+    """This rank's loader state from a checkpoint: as saved at the same layout (bit-exact); at another
+    layout with as many readers, the readers' states as they were; otherwise the epochs in flight dealt
+    anew to this run's readers (trainer.data.reshard)."""
+    workers = cfg.data.num_workers
+    if state["data_parallel_size"] == dp_size and state.get("num_workers") == workers:
+        return saved[dp_rank]
+    old = readers_of(saved)
+    readers = dp_size * max(1, workers)
+    if len(old) != readers:
+        old = reshard(saved, [listing["shards"] for listing in listings], cfg.seed, readers, salt=step)
+    return rank_state(old, dp_rank, workers)
+
+
+def dataset_figures(batches, datasets: int) -> list[float]:
+    """[samples, audio seconds, tokens] per dataset of this rank's micro-batches of a step."""
+    out = [0.0] * (3 * datasets)
+    for batch in batches:
+        for origin, length in zip(batch.origins, batch.sample_lengths):
+            d = origin["dataset"]
+            out[3 * d] += 1
+            out[3 * d + 1] += origin.get("seconds", 0.0)
+            out[3 * d + 2] += length
+    return out
+
+
+def dataset_metrics(counters: dict) -> dict:
+    total = sum(c[0] for c in counters.values()) or 1
+    out = {}
+    for name, (samples, hours, tokens) in counters.items():
+        out.update({f"data/{name}/samples": samples, f"data/{name}/share": samples / total,
+                    f"data/{name}/audio_hours": hours, f"data/{name}/tokens": tokens})
+    return out
+
+
+def print_dataset_summary(job: str, specs, counters: dict) -> None:
+    total = sum(c[0] for c in counters.values()) or 1
+    weights = sum(spec.weight for spec in specs)
+    print(f"{job}: {'dataset':<24} {'weight':>7} {'samples':>9} {'share':>7} {'audio h':>9} {'tokens':>11}")
+    for spec in specs:
+        samples, hours, tokens = counters[spec.name]
+        print(f"{job}: {spec.name:<24} {spec.weight / weights:>7.1%} {samples:>9,} {samples / total:>7.1%} "
+              f"{hours:>9.3f} {tokens:>11,}", flush=True)
 
 
 def main(cfg: DictConfig, job: str = "pretrain") -> int:
@@ -93,26 +141,41 @@ def train(cfg: DictConfig, job: str) -> int:
     model = build_run_model(cfg)
     training = build_training(model, cfg.optim, t.steps)
     ids, encode = special_ids(cfg, model.cfg), text_encoder(cfg.data.text_tokenizer)
-    loader = build_loader(cfg, cfg.data.dataset, ids, encode, dp_rank, dp_size, seed=cfg.seed)
+    specs = dataset_specs(cfg.data)
+    listings = [dict(zip(("owners", "shards"), dataset_shards(spec.url))) for spec in specs]
+    loader = build_loader(cfg, specs, ids, encode, dp_rank, dp_size, seed=cfg.seed, listings=listings)
+    workers, readers = cfg.data.num_workers, dp_size * max(1, cfg.data.num_workers)
 
-    step, seen = 0, {"tokens": 0, "audio_hours": 0.0}
+    step = 0
+    seen = {"tokens": 0, "audio_hours": 0.0, "datasets": {s.name: [0, 0.0, 0] for s in specs}}
     resume = latest_checkpoint(cfg.run_dir)
     if resume is not None:
-        state, loader_state = load_training_checkpoint(resume, model, training, dp_rank, dp_size)
-        loader.load_state(loader_state)
-        step, seen = state["step"], state["seen"]
+        state, saved_loaders = load_training_checkpoint(resume, model, training)
+        step, seen = state["step"], {**seen, **state["seen"]}
+        loader.load_state(resumed_loader_state(saved_loaders, state, cfg, listings, dp_rank, dp_size, step))
         if rank0:
-            print(f"{job}: resumed from {resume} at step {step}", flush=True)
+            was = reader_count(saved_loaders)
+            print(f"{job}: resumed from {resume} at step {step}" + (
+                "" if was == readers else f" on {readers} reader(s), was {was}: the rest of the epochs in flight "
+                "dealt to the new readers"), flush=True)
     metrics = MetricsLog(cfg.run_dir, enabled=rank0, resume_step=step)
+    record = SampleRecord(cfg.run_dir, dp_rank, enabled=cfg.data.record_samples and keeps_loader_state)
     if rank0:
         OmegaConf.save(cfg, f"{cfg.run_dir}/config.yaml")
+        if cfg.data.record_samples:
+            record.cut_back(step)
+    dist.barrier()  # no rank records before the files are cut back to the checkpoint
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # checkpoint at the step boundary, exit
 
     def checkpoint() -> None:
+        record.flush()
         save_training_checkpoint(cfg.run_dir, step, model, training, loader.state(), dp_rank, keeps_loader_state,
-                                 {"seen": seen, "data_parallel_size": dp_size,
+                                 {"seen": seen, "data_parallel_size": dp_size, "num_workers": workers,
+                                  "datasets": [{"url": spec.url, "weight": spec.weight, "name": spec.name,
+                                                "shards": len(listing["shards"])}
+                                               for spec, listing in zip(specs, listings)],
                                   "config": OmegaConf.to_container(cfg)}, keep=t.keep_checkpoints)
 
     frozen_steps = math.ceil(t.whisper_frozen_fraction * t.steps)
@@ -123,7 +186,10 @@ def train(cfg: DictConfig, job: str) -> int:
         whisper_frozen = step < frozen_steps
         ddp_model.zero_grad_buffer()
         training.optimizer.zero_grad()
-        out = forward_backward(ddp_model, model, [loader.next_batch() for _ in range(accumulation)],
+        batches = [loader.next_batch() for _ in range(accumulation)]
+        for batch in batches:
+            record.add(step + 1, [spec.name for spec in specs], batch.origins)
+        out = forward_backward(ddp_model, model, batches,
                                whisper_frozen=whisper_frozen, normalisation=t.loss_normalisation,
                                audio_offset=ids.audio_offset)
         ddp_model.finish_grad_sync()
@@ -134,10 +200,14 @@ def train(cfg: DictConfig, job: str) -> int:
         training.scheduler.step(increment=1)
         step += 1
 
-        audio_loss, text_loss, tokens, audio_positions, *task_figures = all_reduce_sum(
+        audio_loss, text_loss, tokens, audio_positions, *figures = all_reduce_sum(
             [out.audio / dp_size, out.text / dp_size, out.tokens, out.audio_positions, *out.task_loss_sums,
-             *out.task_targets])
-        task_sums, task_targets = task_figures[:len(TASKS)], task_figures[len(TASKS):]
+             *out.task_targets, *dataset_figures(batches, len(specs))])
+        task_sums, task_targets = figures[:len(TASKS)], figures[len(TASKS):2 * len(TASKS)]
+        for spec, (samples, seconds, sample_tokens) in zip(specs, zip(*[iter(figures[2 * len(TASKS):])] * 3)):
+            counters = seen["datasets"][spec.name]
+            counters[0], counters[1], counters[2] = (counters[0] + int(samples), counters[1] + seconds / 3600,
+                                                     counters[2] + int(sample_tokens))
         per_task = {task: total / n for task, total, n in zip(TASKS, task_sums, task_targets) if n}
         # every target token of both heads weighs the same: unlike the head means, this does not jump when
         # a step happens to hold no audio targets on some rank
@@ -156,7 +226,7 @@ def train(cfg: DictConfig, job: str) -> int:
                       "train/tokens_per_s": window_tokens / elapsed, "train/data_wait_fraction": wait,
                       "train/audio_hours_seen": seen["audio_hours"], "train/tokens_seen": seen["tokens"],
                       "data/skipped_shards": skipped_shards, "data/skipped_segments": skipped_segments,
-                      **{f"task/{k}": v for k, v in per_task.items()}}
+                      **{f"task/{k}": v for k, v in per_task.items()}, **dataset_metrics(seen["datasets"])}
             if t.eval_every and t.eval_dataset and step % t.eval_every == 0:
                 values["eval/loss"] = evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size)
             metrics.log(step, values, console=(
@@ -171,6 +241,7 @@ def train(cfg: DictConfig, job: str) -> int:
             checkpoint()
     metrics.close()
     if rank0:
+        print_dataset_summary(job, specs, seen["datasets"])
         curve = metrics.plot_loss_curve()
         print(f"{job}: {'stopped by SIGTERM' if stopping else 'done'} at step {step}; "
               f"checkpoints in {cfg.run_dir}/checkpoints, loss curve {curve}", flush=True)

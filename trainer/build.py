@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from model.config import model_preset
 from model.kimi_audio import build_model
 from trainer.data.loader import BatchLoader
-from trainer.data.stream import PretrainStream
+from trainer.data.stream import BlendStream, DatasetSpec
 from trainer.data.workers import WorkerBatchLoader
 from trainer.data.tasks import SpecialIds
 
@@ -67,17 +67,33 @@ def text_encoder(folder: str):
     return lambda text: tokenizer.encode(text, add_special_tokens=False)
 
 
-def build_loader(cfg: DictConfig, dataset: str, ids: SpecialIds, encode, dp_rank: int, dp_size: int,
-                 seed: int) -> BatchLoader | WorkerBatchLoader:
-    """In-process with `data.num_workers: 0`; otherwise worker processes, each its own share of shards."""
+def dataset_specs(data: DictConfig) -> list[DatasetSpec]:
+    """The run's datasets: `data.datasets` (url, weight, optional name), or `data.dataset` as a one-entry blend.
+    Names default to the URL's last part, numbered when two are alike."""
+    entries = list(data.datasets or []) or ([{"url": data.dataset}] if data.dataset else [])
+    specs, names = [], set()
+    for i, entry in enumerate(entries):
+        url = str(entry["url"])
+        name = str(entry.get("name") or url.rstrip("/").rsplit("/", 1)[-1] or f"dataset{i}")
+        if name in names:
+            name = f"{name}-{i}"
+        names.add(name)
+        specs.append(DatasetSpec(url=url, weight=float(entry.get("weight", 1.0)), name=name))
+    return specs
+
+
+def build_loader(cfg: DictConfig, datasets: list[DatasetSpec], ids: SpecialIds, encode, dp_rank: int,
+                 dp_size: int, seed: int, listings: list[dict] | None = None) -> BatchLoader | WorkerBatchLoader:
+    """In-process with `data.num_workers: 0`; otherwise worker processes, each its own share of shards.
+    `listings`: each dataset's {"shards", "owners"}, read once by the caller instead of by every reader."""
     d = cfg.data
 
     def make_loader(worker: int, num_workers: int) -> BatchLoader:
-        stream = PretrainStream(dataset, rank=dp_rank * num_workers + worker, world=dp_size * num_workers,
-                                seed=seed, seq_len=d.seq_len, weights=dict(cfg.tasks),
-                                max_window_segments=d.max_window_segments, enhanced_fraction=d.enhanced_fraction,
-                                ids=ids, encode_text=encode, text_corpus=list(d.text_corpus), strict=d.strict,
-                                instruction=d.sft_instruction)
+        stream = BlendStream(datasets, rank=dp_rank * num_workers + worker, world=dp_size * num_workers,
+                             seed=seed, text_corpus=list(d.text_corpus), listings=listings, seq_len=d.seq_len,
+                             weights=dict(cfg.tasks), max_window_segments=d.max_window_segments,
+                             enhanced_fraction=d.enhanced_fraction, ids=ids, encode_text=encode, strict=d.strict,
+                             instruction=d.sft_instruction)
         return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank, shuffle_buffer=d.shuffle_buffer)
 
     if d.num_workers == 0:

@@ -66,21 +66,18 @@ def save_training_checkpoint(run_dir: str | Path, step: int, model, training, lo
     return final
 
 
-def load_training_checkpoint(folder: Path, model, training, dp_rank: int, dp_size: int) -> tuple[dict, dict]:
-    """Restore model, optimizer and schedule in place; returns (trainer_state, this rank's loader state)."""
+def load_training_checkpoint(folder: Path, model, training) -> tuple[dict, list[dict]]:
+    """Restore model, optimizer and schedule in place; returns (trainer_state, every data-parallel rank's
+    loader state, by rank): a run on another data-parallel size deals them out anew (trainer.data.reshard)."""
     from megatron.core import dist_checkpointing
 
     state = json.loads((folder / "trainer_state.json").read_text())
-    if state["data_parallel_size"] != dp_size:
-        raise RuntimeError(
-            f"{folder} was written with data-parallel size {state['data_parallel_size']}, this run has {dp_size}: "
-            "each rank's loader state (shard cursors, buffers, RNG) belongs to one rank of the old layout and "
-            "cannot be split or merged; resume with the same data-parallel size (tensor parallelism may change)")
     model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(folder / "weights")))
     model_state = model.sharded_state_dict()
     training.optimizer.load_state_dict(
         dist_checkpointing.load(training.optimizer.sharded_state_dict(model_state, is_loading=True),
                                 str(folder / "optimizer")))
     training.scheduler.load_state_dict(state["scheduler"])
-    loader = json.loads((folder / "loader" / f"dp{dp_rank:05d}.json").read_text())
-    return state, loader
+    loaders = [json.loads((folder / "loader" / f"dp{rank:05d}.json").read_text())
+               for rank in range(state["data_parallel_size"])]
+    return state, loaders

@@ -49,16 +49,84 @@ def run_problems(cfg: DictConfig, world_size: int) -> list[str]:
             add("tasks.text_only has weight but no text corpus is configured (data.text_corpus)")
         problems += [f"data.text_corpus: no file {c}" for c in d.text_corpus if not os.path.isfile(c)]
     readers = dp * max(1, d.num_workers)
-    shortest = dataset_problems(add, "data.dataset", d.dataset, readers)
+    shortest, shard_counts = None, {}
+    for setting, spec in blend_problems(add, d):
+        found = dataset_problems(add, setting, spec.url, readers)
+        if found is not None:
+            shortest = found[0] if shortest is None else min(shortest, found[0])
+            shard_counts[spec.name] = found[1]
     if t.eval_every and t.eval_dataset:
         dataset_problems(add, "train.eval_dataset", t.eval_dataset, dp)
     if shortest is not None and d.seq_len >= 1 and sum(weights.values()) > 0:
         problems += seq_len_problems(cfg, weights, shortest)
+    problems += resume_problems(cfg, shard_counts)
     return problems
 
 
-def dataset_problems(add, setting: str, dataset: str, readers: int) -> int | None:
-    """Check a dataset for training; returns its shortest segment's token count (None when unusable)."""
+def blend_problems(add, data: DictConfig) -> list[tuple[str, object]]:
+    """The datasets to check, as (setting, spec); a blend's own problems added."""
+    from trainer.build import dataset_specs
+
+    if data.dataset and data.datasets:
+        add("data.dataset and data.datasets are both set: give one dataset or a blend, not both")
+        return []
+    if not data.dataset and not data.datasets:
+        add("no training data: set data.dataset (a path or URL) or data.datasets (a weighted blend)")
+        return []
+    for i, entry in enumerate(data.datasets or []):
+        if not isinstance(entry, DictConfig) or not entry.get("url"):
+            add(f"data.datasets[{i}]: needs a url (and optionally weight, name)")
+            return []
+        unknown = set(entry) - {"url", "weight", "name"}
+        if unknown:
+            add(f"data.datasets[{i}]: unknown key(s) {sorted(unknown)} (url, weight, name)")
+        weight = entry.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
+            add(f"data.datasets[{i}].weight={weight} must be a number > 0")
+            return []
+    specs = dataset_specs(data)
+    return [("data.dataset" if data.dataset else f"data.datasets[{i}] ({spec.name})", spec)
+            for i, spec in enumerate(specs)]
+
+
+def resume_problems(cfg: DictConfig, shard_counts: dict[str, int]) -> list[str]:
+    """A run resuming from a checkpoint must keep what fixes the data order: the seed, the task mixture,
+    the datasets and their weights, and each dataset's shards. Parallel layout and loader workers may change."""
+    import json
+
+    from trainer.build import dataset_specs
+    from trainer.checkpointing import latest_checkpoint
+
+    if not cfg.run_dir or cfg.run_dir == "???":
+        return []
+    folder = latest_checkpoint(cfg.run_dir)
+    if folder is None:
+        return []
+    state = json.loads((folder / "trainer_state.json").read_text())
+    saved = state.get("config", {})
+    problems = []
+    why = "fixes the data order; resume with the checkpoint's value, or start a new run_dir"
+    if saved.get("seed") != cfg.seed:
+        problems.append(f"seed={cfg.seed} differs from {saved.get('seed')} in {folder}: it {why}")
+    if saved.get("tasks") != dict(cfg.tasks):
+        changed = sorted(k for k in set(saved.get("tasks", {})) | set(cfg.tasks)
+                         if saved.get("tasks", {}).get(k) != cfg.tasks.get(k))
+        problems.append(f"tasks ({', '.join(changed)}) differ from {folder}: the task mixture {why}")
+    before = [(d["url"], d["weight"]) for d in state.get("datasets", [])]
+    now = [(spec.url, spec.weight) for spec in dataset_specs(cfg.data)]
+    if before and before != now:
+        problems.append(f"the datasets and weights {now} differ from {before} in {folder}: the blend {why}")
+    for d in state.get("datasets", []):
+        if d["name"] in shard_counts and shard_counts[d["name"]] != d["shards"]:
+            problems.append(f"dataset {d['url']} has {shard_counts[d['name']]} shards, {d['shards']} when {folder} "
+                            "was written: the epochs' shard order would change; resume on the data it was "
+                            "written with")
+    return problems
+
+
+def dataset_problems(add, setting: str, dataset: str, readers: int) -> tuple[int, int] | None:
+    """Check a dataset for training; returns (its shortest segment's token count, its shards), None when
+    unusable."""
     from pipeline.shards import DatasetError, DatasetLayout
     from pipeline.shards.manifest import read_manifest
 
@@ -79,7 +147,7 @@ def dataset_problems(add, setting: str, dataset: str, readers: int) -> int | Non
         add(f"{setting}: {without} of {table.num_rows} samples have no semantic tokens (curate with tokenize.enabled "
             f"true)")
         return None
-    return int(pc.min(table.column("token_count")).as_py())
+    return int(pc.min(table.column("token_count")).as_py()), shards
 
 
 def seq_len_problems(cfg: DictConfig, weights: dict, shortest_tokens: int) -> list[str]:

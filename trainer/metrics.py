@@ -65,3 +65,45 @@ class MetricsLog:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+class SampleRecord:
+    """`data.record_samples`: RUN/samples/dp-R.jsonl, one line per micro-batch a data-parallel rank trained
+    on: the step and each sample's origin (dataset, epoch, segment keys; or the text document). A resumed
+    run first cuts every rank's file back to its checkpoint (rank 0, before any rank writes), so the
+    files hold exactly what the surviving optimizer steps saw, on whatever number of ranks."""
+
+    def __init__(self, run_dir: str | Path, dp_rank: int, enabled: bool):
+        self.folder = Path(run_dir) / "samples"
+        self.path = self.folder / f"dp-{dp_rank:05d}.jsonl"
+        self.enabled, self._file = enabled, None
+
+    def cut_back(self, step: int) -> None:
+        """Keep the lines of steps <= `step` in every rank's file (a killed run's last line may be torn)."""
+        for path in sorted(self.folder.glob("dp-*.jsonl")):
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except ValueError:
+                    pass
+            path.write_text("".join(f"{line}\n" for line in kept))
+
+    def add(self, step: int, datasets: list[str], origins: list[dict]) -> None:
+        if not self.enabled:
+            return
+        if self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a")
+        samples = [{"dataset": datasets[o["dataset"]], **{k: o[k] for k in ("epoch", "keys", "text_doc") if k in o}}
+                   for o in origins]
+        self._file.write(json.dumps({"step": step, "samples": samples}) + "\n")
+
+    def flush(self) -> None:
+        """Before a checkpoint: what the checkpoint's steps trained on is on disk when the checkpoint is."""
+        if self._file is not None:
+            import os
+
+            self._file.flush()
+            os.fsync(self._file.fileno())

@@ -6,7 +6,7 @@ predicts nothing, so samples packed together never learn across their border.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +28,8 @@ class PackedBatch:
     document_ids: np.ndarray       # sample index within the row; padding positions are negative and unique
     task_ids: np.ndarray           # index into TASKS per position (-1 on padding)
     clips: list
+    origins: list = field(default_factory=list)  # each sample's origin, in order (trainer.data.stream)
+    sample_lengths: list = field(default_factory=list)  # each sample's positions, in order
 
     def attention_mask(self) -> np.ndarray:
         """[rows, 1, S, S] bool, True = masked: causal and only within one sample."""
@@ -64,5 +66,7 @@ def pack_rows(samples: Sequence[TaskSample], seq_len: int, pad_id: int) -> Packe
             out.continuous[r, span], out.position_ids[r, span] = s.continuous, np.arange(n)
             out.document_ids[r, span], out.task_ids[r, span] = d, TASKS.index(s.task)
             out.clips.extend(s.clips)
+            out.origins.append(s.origin)
+            out.sample_lengths.append(n)
             at += n
     return out

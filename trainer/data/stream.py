@@ -1,17 +1,25 @@
-"""Shards -> task samples for one data-parallel rank, with a state that saves and restores exactly.
+"""Shards -> task samples for one reader (a data-parallel rank or one of its loader workers), with a
+state that saves and restores exactly.
 
-Shards (from the manifests) are shuffled per epoch from (seed, epoch) and dealt to ranks round-robin.
-Each rank walks its shards recording by recording; a window of consecutive segments of the current
-recording becomes one sample of a task drawn by the configured weights; text-only samples come from
-the text corpus. Everything random comes from one numpy generator whose state is part of the stream
-state, with the cursors (epoch, shard, recording, segment, text document): restoring a state replays
-exactly the samples that followed it.
+A reader works through *pieces*: a piece is a shard of a dataset, or a part of one, from a position
+(recording, segment) to an end (exclusive; None: the end of the shard). In a regular epoch, a
+dataset's shards are shuffled from (seed, epoch) and dealt to the readers round-robin, one whole-shard
+piece each. After a resume on a different number of readers (`trainer/data/reshard.py`), a reader
+first works the queue of pieces it was dealt, the unused rest of the epochs in flight, and then
+continues with regular epochs. A window of consecutive segments of the current recording becomes one
+sample of a task drawn by the configured weights; text-only samples come from the text corpus. Every
+sample carries its origin (dataset, epoch, shard, recording, segment range, keys), which is what a
+resume on another reader count deals out again when the sample was drawn but not yet trained on.
+
+Everything random comes from numpy generators whose states are part of the stream state, with the
+cursors: restoring a state replays exactly the samples that followed it. `BlendStream` draws each
+sample from one of several datasets by weight; a single dataset is the one-entry blend.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -29,13 +37,20 @@ class DataError(RuntimeError):
     """The data cannot feed this run (no shards for a rank, a corrupt shard under strict mode, ...)."""
 
 
+def whole_shard(epoch: int, shard: str) -> dict:
+    return {"epoch": epoch, "shard": shard, "start": [0, 0], "end": None}
+
+
 @dataclass
 class StreamState:
-    epoch: int = 0
-    shard_pos: int = 0          # index into this rank's shard order for the epoch
-    recording_pos: int = 0      # recordings of the current shard already used
-    segment_pos: int = 0        # segments of the current recording already used
-    text_docs: int = 0          # text-corpus documents consumed (over all epochs of the corpus)
+    """A reader's cursors in one dataset. `recording_pos` / `segment_pos` are absolute positions in the
+    current piece's shard: the recording (by index in the shard) and its segments already used."""
+    epoch: int = 0              # the regular epoch (worked after the queue)
+    shard_pos: int = 0          # index into this reader's shards of `epoch`
+    recording_pos: int = 0
+    segment_pos: int = 0
+    queue: list = field(default_factory=list)  # pieces dealt at a resume on another reader count
+    queue_pos: int = 0
     rng: Optional[dict] = None  # numpy bit-generator state
     skipped_shards: int = 0
     skipped_segments: int = 0   # segments too long for seq_len on their own
@@ -45,9 +60,14 @@ class StreamState:
 
 
 def rank_shards(shards: Sequence[str], rank: int, world: int, seed: int, epoch: int) -> list[str]:
-    """This rank's shards for the epoch: all shards shuffled from (seed, epoch), dealt round-robin."""
+    """This reader's shards for the epoch: all shards shuffled from (seed, epoch), dealt round-robin."""
+    return epoch_order(shards, seed, epoch)[rank::world]
+
+
+def epoch_order(shards: Sequence[str], seed: int, epoch: int) -> list[str]:
     order = np.random.default_rng([seed, epoch]).permutation(len(shards))
-    return [sorted(shards)[i] for i in order[rank::world]]
+    ordered = sorted(shards)
+    return [ordered[i] for i in order]
 
 
 def iter_text_corpus(paths: Sequence[str]) -> Iterator[str]:
@@ -69,31 +89,63 @@ def iter_text_corpus(paths: Sequence[str]) -> Iterator[str]:
                 yield from (line.strip() for line in f if line.strip())
 
 
+class TextDocuments:
+    """The text corpus as an endless sequence (it repeats when exhausted); `consumed` is its state."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths, self.consumed, self._docs = list(paths), 0, None
+
+    def seek(self, consumed: int) -> None:
+        self.consumed, self._docs = consumed, None
+
+    def next(self) -> str:
+        if self._docs is None:
+            self._docs = self._from(self.consumed)
+        self.consumed += 1
+        return next(self._docs)
+
+    def _from(self, skip: int) -> Iterator[str]:
+        seen = 0
+        while True:
+            start = seen
+            for doc in iter_text_corpus(self.paths):
+                if seen >= skip:
+                    yield doc
+                seen += 1
+            if seen == start:
+                raise DataError(f"the text corpus {self.paths} holds no documents")
+
+
+@dataclass
+class _Recording:
+    piece: dict
+    index: int
+    samples: list
+    end: int  # segments of this recording the piece covers: [segment_pos, end)
+
+
 class PretrainStream:
-    """Task samples for one data-parallel rank; `state()` / `load_state()` for exact resume."""
+    """Task samples of one dataset for one reader; `state()` / `load_state()` for exact resume."""
 
     def __init__(self, dataset: str, *, rank: int, world: int, seed: int, seq_len: int, weights: dict,
                  max_window_segments: int, enhanced_fraction: float, ids: SpecialIds,
-                 encode_text: Callable[[str], list[int]], text_corpus: Sequence[str] = (), strict: bool = False,
-                 instruction: str = ""):
-        from pipeline.shards import DatasetLayout
-        from pipeline.shards.manifest import duplicate_owners, read_manifest
-
+                 encode_text: Callable[[str], list[int]], texts: Optional[TextDocuments] = None,
+                 strict: bool = False, instruction: str = "", shards: Optional[Sequence[str]] = None,
+                 owners: Optional[dict] = None):
         self.dataset, self.rank, self.world, self.seed = dataset, rank, world, seed
         self.seq_len, self.weights, self.max_window = seq_len, dict(weights), max_window_segments
         self.enhanced_fraction, self.ids, self.encode_text = enhanced_fraction, ids, encode_text
-        self.text_corpus, self.strict = list(text_corpus), strict
+        self.texts, self.strict = texts, strict
         self.instruction = encode_text(instruction) if instruction else []  # the sft_asr user prompt
-        layout = DatasetLayout.of(dataset)
-        # once per run: which shard owns a recording a retried writer committed twice (usually none)
-        self.owners = duplicate_owners(layout)
-        self.shards = sorted(set(read_manifest(layout, columns=["shard"], owners=self.owners).column("shard")
-                                 .to_pylist()))
+        if shards is None:
+            owners, shards = dataset_shards(dataset)
+        self.owners, self.shards = owners, sorted(shards)
         if len(self.shards) < world:
-            raise DataError(f"{dataset}: {len(self.shards)} shard(s) for {world} data-parallel ranks; "
-                            "every rank needs at least one (write smaller shards)")
-        if self.weights.get("text_only", 0) > 0 and not self.text_corpus:
+            raise DataError(f"{dataset}: {len(self.shards)} shard(s) for {world} readers (data-parallel ranks x "
+                            "loader workers); every reader needs at least one (write smaller shards)")
+        if self.weights.get("text_only", 0) > 0 and texts is None:
             raise DataError("tasks.text_only has weight but no text corpus is configured (data.text_corpus)")
+        self._reader = None  # (shard, iterator of (index, samples), last (index, samples)): shared by pieces
         self.load_state(StreamState())
 
     # ---- state ----
@@ -105,45 +157,71 @@ class PretrainStream:
         self.rng = np.random.default_rng([self.seed, self.rank])
         if state.rng is not None:
             self.rng.bit_generator.state = state.rng
-        self._recordings: Optional[Iterator[list]] = None
-        self._recording: Optional[list] = None
-        self._texts: Optional[Iterator[str]] = None
+        self._recording: Optional[_Recording] = None
 
-    # ---- reading ----
-    def _shard_recordings(self, shard: str) -> Iterator[list]:
-        """Recordings of a shard (lists of consecutive samples), the used ones skipped."""
+    # ---- pieces ----
+    def _piece(self) -> dict:
+        s = self._state
+        if s.queue_pos < len(s.queue):
+            return s.queue[s.queue_pos]
+        shards = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)
+        return whole_shard(s.epoch, shards[s.shard_pos])
+
+    def _advance(self) -> None:
+        """On to the next piece, the cursor at its start."""
+        s = self._state
+        if s.queue_pos < len(s.queue):
+            s.queue_pos += 1
+            if s.queue_pos == len(s.queue):
+                s.queue, s.queue_pos = [], 0
+        else:
+            s.shard_pos += 1
+            if s.shard_pos >= len(rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)):
+                s.epoch, s.shard_pos = s.epoch + 1, 0
+        s.recording_pos, s.segment_pos = self._piece()["start"]
+
+    def _recording_at(self, shard: str, index: int) -> Optional[tuple[int, list]]:
+        """Recording `index` of a shard (a list of consecutive samples), None past its last; reading goes on
+        from where the previous call stopped when it can (the pieces of one shard come in order)."""
+        if self._reader is None or self._reader[0] != shard or self._reader[2][0] > index:
+            self._reader = [shard, self._shard_recordings(shard), (-1, [])]
+        while self._reader[2][0] < index:
+            got = next(self._reader[1], None)
+            if got is None:
+                self._reader = None
+                return None
+            self._reader[2] = got
+        return self._reader[2]
+
+    def _shard_recordings(self, shard: str) -> Iterator[tuple[int, list]]:
         from pipeline.shards.reader import iter_samples
 
         current: list = []
-        seen = 0
+        index = 0
         for sample in iter_samples(self.dataset, shards=[shard], audio="both", owners=self.owners):
             if current and sample.record.recording_id != current[0].record.recording_id:
-                if seen >= self._state.recording_pos:
-                    yield current
-                seen += 1
-                current = []
+                yield index, current
+                index, current = index + 1, []
             current.append(sample)
-        if current and seen >= self._state.recording_pos:
-            yield current
+        if current:
+            yield index, current
 
-    def _next_recording(self) -> list:
+    def _next_recording(self) -> _Recording:
         s = self._state
         # shards found unreadable since the last recording: once that is every shard of the dataset, a whole
         # pass (over as many epochs as dealing takes) has yielded nothing, and nothing ever will
         unreadable: dict[str, str] = {}
         while True:
-            if self._recordings is None:
-                shards = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)
-                if s.shard_pos >= len(shards):
-                    s.epoch, s.shard_pos, s.recording_pos = s.epoch + 1, 0, 0
-                    continue
-                self._recordings = self._shard_recordings(shards[s.shard_pos])
+            piece = self._piece()
+            end = piece["end"]
+            if end is not None and [s.recording_pos, s.segment_pos] >= end:
+                self._advance()
+                continue
             try:
-                return next(self._recordings)
-            except StopIteration:
-                pass
+                got = self._recording_at(piece["shard"], s.recording_pos)
             except Exception as e:  # a corrupt or missing shard: counted, logged, skipped (fatal when strict)
-                shard = rank_shards(self.shards, self.rank, self.world, self.seed, s.epoch)[s.shard_pos]
+                self._reader = None
+                shard = piece["shard"]
                 if self.strict:
                     raise DataError(f"shard {shard} is unreadable: {e}") from e
                 s.skipped_shards += 1
@@ -153,9 +231,19 @@ class PretrainStream:
                 if len(unreadable) == len(self.shards):
                     raise DataError(f"a whole pass over all {len(self.shards)} shard(s) yielded nothing: every one "
                                     f"is unreadable (e.g. {shard}: {e})") from None
-            self._recordings = None
-            s.shard_pos, s.recording_pos, s.segment_pos = s.shard_pos + 1, 0, 0
+                self._advance()
+                continue
+            if got is None:  # the shard ends here
+                self._advance()
+                continue
+            index, samples = got
+            stop = end[1] if end is not None and end[0] == index else len(samples)
+            if s.segment_pos >= stop:
+                s.recording_pos, s.segment_pos = s.recording_pos + 1, 0
+                continue
+            return _Recording(piece, index, samples, stop)
 
+    # ---- samples ----
     def _segment(self, sample) -> SegmentInput:
         if sample.tokens is None:
             raise DataError(f"{self.dataset}: sample {sample.key} has no semantic tokens (curate with tokenize on)")
@@ -169,21 +257,10 @@ class PretrainStream:
                             sample.enhanced if use_enhanced else sample.audio)
 
     def _text_sample(self) -> TaskSample:
-        if self._texts is None:
-            self._texts = self._corpus_from(self._state.text_docs)
-        self._state.text_docs += 1
-        return build_text_only(self.encode_text(next(self._texts))[: self.seq_len - 1], self.ids)
-
-    def _corpus_from(self, skip: int) -> Iterator[str]:
-        consumed = 0
-        while True:  # the corpus repeats when exhausted
-            start = consumed
-            for doc in iter_text_corpus(self.text_corpus):
-                if consumed >= skip:
-                    yield doc
-                consumed += 1
-            if consumed == start:
-                raise DataError(f"the text corpus {self.text_corpus} holds no documents")
+        doc = self.texts.consumed
+        sample = build_text_only(self.encode_text(self.texts.next())[: self.seq_len - 1], self.ids)
+        sample.origin = {"text_doc": doc}
+        return sample
 
     def __iter__(self) -> "PretrainStream":
         return self
@@ -194,15 +271,16 @@ class PretrainStream:
         while True:
             if self._recording is None:
                 self._recording = self._next_recording()
-            samples = self._recording
-            has_text = all(x.record.text for x in samples[s.segment_pos:s.segment_pos + self.max_window])
+            rec = self._recording
+            samples, first = rec.samples, s.segment_pos
+            has_text = all(x.record.text for x in samples[first:min(rec.end, first + self.max_window)])
             task = draw_task(self.rng, self.weights, has_text)
             if task == "text_only":
                 return self._text_sample()
             window, built = [], None
             limit = 1 if task == "sft_asr" else self.max_window
-            while s.segment_pos + len(window) < len(samples) and len(window) < limit:
-                grown = [*window, self._segment(samples[s.segment_pos + len(window)])]
+            while first + len(window) < rec.end and len(window) < limit:
+                grown = [*window, self._segment(samples[first + len(window)])]
                 candidate = build_task(task, grown, self.ids, self.instruction)
                 if len(candidate) > self.seq_len:
                     break
@@ -217,7 +295,85 @@ class PretrainStream:
             else:
                 taken = len(window)
             s.segment_pos += taken
-            if s.segment_pos >= len(samples):
+            if s.segment_pos >= rec.end:
                 self._recording, s.recording_pos, s.segment_pos = None, s.recording_pos + 1, 0
             if built is not None:
+                used = samples[first:first + taken]
+                built.origin = {"epoch": rec.piece["epoch"], "shard": rec.piece["shard"], "recording": rec.index,
+                                "segments": [first, first + taken], "keys": [x.key for x in used],
+                                "seconds": sum(x.record.end - x.record.start for x in used)}
                 return built
+
+
+def dataset_shards(dataset: str) -> tuple[dict, list[str]]:
+    """(duplicate owners, committed shard names) of a dataset: read once per reader from the manifests."""
+    from pipeline.shards import DatasetLayout
+    from pipeline.shards.manifest import duplicate_owners, read_manifest
+
+    layout = DatasetLayout.of(dataset)
+    owners = duplicate_owners(layout)  # which shard owns a recording a retried writer committed twice (usually none)
+    shards = sorted(set(read_manifest(layout, columns=["shard"], owners=owners).column("shard").to_pylist()))
+    return owners, shards
+
+
+def dataset_seed(seed: int, index: int) -> int:
+    """The seed of the blend's dataset `index` (the first keeps the run's seed)."""
+    return seed + 1000 * index
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    url: str
+    weight: float = 1.0
+    name: str = ""
+
+
+class BlendStream:
+    """Samples drawn from several datasets by weight (deterministically from the seed); the task weights
+    apply within each dataset, and text-only samples share one text corpus."""
+
+    def __init__(self, datasets: Sequence[DatasetSpec], *, rank: int, world: int, seed: int,
+                 text_corpus: Sequence[str] = (), listings: Optional[Sequence[dict]] = None, **stream_args):
+        """`listings`: per dataset, {"shards": ..., "owners": ...} already read (else each stream reads them)."""
+        self.rank, self.world, self.seed = rank, world, seed
+        self.specs = list(datasets)
+        self.texts = TextDocuments(text_corpus) if text_corpus else None
+        self.streams = [PretrainStream(spec.url, rank=rank, world=world, seed=dataset_seed(seed, i), texts=self.texts,
+                                       **{**stream_args, **shared}) for i, (spec, shared) in
+                        enumerate(zip(self.specs, listings or [{}] * len(self.specs)))]
+        weights = np.asarray([spec.weight for spec in self.specs], float)
+        self.p = weights / weights.sum()
+        self.load_state(None)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "text_docs": self.texts.consumed if self.texts else 0,
+                "datasets": [stream.state().to_dict() for stream in self.streams]}
+
+    def load_state(self, state: Optional[dict]) -> None:
+        self.rng = np.random.default_rng([self.seed, self.rank, 2])
+        if state is None:
+            for stream in self.streams:
+                stream.load_state(StreamState())
+            return
+        if len(state["datasets"]) != len(self.streams):
+            raise DataError(f"the loader state holds {len(state['datasets'])} dataset(s), this run blends "
+                            f"{len(self.streams)}")
+        if state.get("rng") is not None:
+            self.rng.bit_generator.state = state["rng"]
+        if self.texts:
+            self.texts.seek(state["text_docs"])
+        for stream, saved in zip(self.streams, state["datasets"]):
+            stream.load_state(StreamState(**saved))
+
+    def skipped(self) -> tuple[int, int]:
+        states = [stream.state() for stream in self.streams]
+        return sum(s.skipped_shards for s in states), sum(s.skipped_segments for s in states)
+
+    def __iter__(self) -> "BlendStream":
+        return self
+
+    def __next__(self) -> TaskSample:
+        which = int(self.rng.choice(len(self.streams), p=self.p)) if len(self.streams) > 1 else 0
+        sample = next(self.streams[which])
+        sample.origin["dataset"] = which
+        return sample

@@ -61,6 +61,7 @@ class TaskSample:
     text_targets: np.ndarray
     continuous: np.ndarray
     clips: list = field(default_factory=list)  # one audio clip per continuous span, in order
+    origin: dict = field(default_factory=dict)  # where it came from (trainer.data.stream): dataset, epoch, keys
 
     def __len__(self) -> int:
         return len(self.audio_ids)

@@ -71,8 +71,8 @@ class WorkerBatchLoader:
 
     def skipped(self) -> tuple[int, int]:
         """(unreadable shards, segments too long for a row) skipped so far, over all workers."""
-        seen = [s for s in self.states if s is not None]
-        return (sum(s["stream"]["skipped_shards"] for s in seen), sum(s["stream"]["skipped_segments"] for s in seen))
+        streams = [d for s in self.states if s is not None for d in s["stream"]["datasets"]]
+        return sum(d["skipped_shards"] for d in streams), sum(d["skipped_segments"] for d in streams)
 
     def state(self) -> dict:
         return {"num_workers": self.num_workers, "consumed": self.consumed, "workers": list(self.states)}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from trainer.data.loader import BatchLoader
-from trainer.data.stream import DataError, PretrainStream, rank_shards
+from trainer.data.stream import BlendStream, DataError, DatasetSpec, rank_shards
 from trainer.data.tasks import TASKS, SpecialIds
 
 IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512, audio_vocab_size=512)
@@ -20,8 +20,8 @@ def loader(inputs, dataset=None, rank=0, world=1, shuffle_buffer=4, **changes):
                 enhanced_fraction=0.5, ids=IDS, encode_text=lambda t: tok.encode(t, add_special_tokens=False),
                 text_corpus=[str(inputs["corpus"])])
     args.update(changes)
-    return BatchLoader(PretrainStream(str(dataset or inputs["dataset"]), **args), args["seq_len"], 2, pad_id=500,
-                       shuffle_buffer=shuffle_buffer)
+    datasets = dataset if isinstance(dataset, list) else [DatasetSpec(str(dataset or inputs["dataset"]))]
+    return BatchLoader(BlendStream(datasets, **args), args["seq_len"], 2, pad_id=500, shuffle_buffer=shuffle_buffer)
 
 
 def same(a, b):
@@ -46,7 +46,7 @@ def test_a_restored_state_replays_exactly_the_batches_that_followed(training_inp
     second = loader(training_inputs)
     second.load_state(state)
     assert all(same(a, b) for a, b in zip(expected, (second.next_batch() for _ in range(6))))
-    assert first.stream.state().epoch >= 1
+    assert first.stream.state()["datasets"][0]["epoch"] >= 1
 
 
 def test_the_shuffle_buffer_reorders_samples_and_loses_none(training_inputs):
@@ -77,7 +77,7 @@ def test_a_corrupt_shard_is_skipped_and_counted_or_fatal_when_strict(training_in
     lenient = loader(training_inputs, dataset)
     for _ in range(8):
         lenient.next_batch()
-    assert lenient.stream.state().skipped_shards >= 1
+    assert lenient.skipped()[0] >= 1
     strict = loader(training_inputs, dataset, strict=True)
     with pytest.raises(DataError, match="unreadable"):
         for _ in range(8):
@@ -85,7 +85,7 @@ def test_a_corrupt_shard_is_skipped_and_counted_or_fatal_when_strict(training_in
 
 
 def test_more_ranks_than_shards_is_refused(training_inputs):
-    with pytest.raises(DataError, match="every rank needs at least one"):
+    with pytest.raises(DataError, match="every reader needs at least one"):
         loader(training_inputs, rank=0, world=50)
 
 
@@ -93,7 +93,7 @@ def test_tokens_outside_the_models_audio_range_are_a_clear_error(training_inputs
     from dataclasses import replace
 
     narrow = loader(training_inputs)
-    narrow.stream.ids = replace(IDS, audio_vocab_size=4)
+    narrow.stream.streams[0].ids = replace(IDS, audio_vocab_size=4)
     with pytest.raises(DataError, match="outside the model's 4 audio ids"):
         for _ in range(4):
             narrow.next_batch()
