@@ -21,11 +21,11 @@ from jobs.cli import parse_job_args
 from model.cpu_compat import cuda_tensors_on_cpu
 from model.parallel import init_parallel, shutdown_parallel
 from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from trainer.metrics import MetricsLog, SampleRecord
+from trainer.metrics import MetricsLog, SampleRecord, dataset_figures, dataset_metrics, print_dataset_summary
 from trainer.optim import build_training, freeze_whisper_for_this_step
 from trainer.build import build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder
 from trainer.checks import run_problems
-from trainer.data.reshard import reader_count, readers_of, rank_state, reshard
+from trainer.data.reshard import reader_count, resumed_loader_state
 from trainer.data.stream import DataError, DatasetSpec, dataset_shards
 from trainer.data.tasks import TASKS
 from trainer.step import collective_device, forward_backward
@@ -57,52 +57,6 @@ def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
                                audio_offset=ids.audio_offset, forward_only=True)
     ddp_model.train()
     return all_reduce_sum([out.loss])[0] / dp_size
-
-
-def resumed_loader_state(saved: list[dict], state: dict, cfg: DictConfig, listings: list[dict], dp_rank: int,
-                         dp_size: int, step: int) -> dict | None:
-    """This rank's loader state from a checkpoint: as saved at the same layout (bit-exact); at another
-    layout with as many readers, the readers' states as they were; otherwise the epochs in flight dealt
-    anew to this run's readers (trainer.data.reshard)."""
-    workers = cfg.data.num_workers
-    if state["data_parallel_size"] == dp_size and state.get("num_workers") == workers:
-        return saved[dp_rank]
-    old = readers_of(saved)
-    readers = dp_size * max(1, workers)
-    if len(old) != readers:
-        old = reshard(saved, [listing["shards"] for listing in listings], cfg.seed, readers, salt=step)
-    return rank_state(old, dp_rank, workers)
-
-
-def dataset_figures(batches, datasets: int) -> list[float]:
-    """[samples, audio seconds, tokens] per dataset of this rank's micro-batches of a step."""
-    out = [0.0] * (3 * datasets)
-    for batch in batches:
-        for origin, length in zip(batch.origins, batch.sample_lengths):
-            d = origin["dataset"]
-            out[3 * d] += 1
-            out[3 * d + 1] += origin.get("seconds", 0.0)
-            out[3 * d + 2] += length
-    return out
-
-
-def dataset_metrics(counters: dict) -> dict:
-    total = sum(c[0] for c in counters.values()) or 1
-    out = {}
-    for name, (samples, hours, tokens) in counters.items():
-        out.update({f"data/{name}/samples": samples, f"data/{name}/share": samples / total,
-                    f"data/{name}/audio_hours": hours, f"data/{name}/tokens": tokens})
-    return out
-
-
-def print_dataset_summary(job: str, specs, counters: dict) -> None:
-    total = sum(c[0] for c in counters.values()) or 1
-    weights = sum(spec.weight for spec in specs)
-    print(f"{job}: {'dataset':<24} {'weight':>7} {'samples':>9} {'share':>7} {'audio h':>9} {'tokens':>11}")
-    for spec in specs:
-        samples, hours, tokens = counters[spec.name]
-        print(f"{job}: {spec.name:<24} {spec.weight / weights:>7.1%} {samples:>9,} {samples / total:>7.1%} "
-              f"{hours:>9.3f} {tokens:>11,}", flush=True)
 
 
 def main(cfg: DictConfig, job: str = "pretrain") -> int:
@@ -152,7 +106,9 @@ def train(cfg: DictConfig, job: str) -> int:
     if resume is not None:
         state, saved_loaders = load_training_checkpoint(resume, model, training)
         step, seen = state["step"], {**seen, **state["seen"]}
-        loader.load_state(resumed_loader_state(saved_loaders, state, cfg, listings, dp_rank, dp_size, step))
+        loader.load_state(resumed_loader_state(
+            saved_loaders, (state["data_parallel_size"], state.get("num_workers")), (dp_size, workers), dp_rank,
+            [listing["shards"] for listing in listings], cfg.seed, salt=step))
         if rank0:
             was = reader_count(saved_loaders)
             print(f"{job}: resumed from {resume} at step {step}" + (

@@ -107,3 +107,34 @@ class SampleRecord:
 
             self._file.flush()
             os.fsync(self._file.fileno())
+
+
+def dataset_figures(batches, datasets: int) -> list[float]:
+    """[samples, audio seconds, tokens] per dataset of this rank's micro-batches of a step."""
+    out = [0.0] * (3 * datasets)
+    for batch in batches:
+        for origin, length in zip(batch.origins, batch.sample_lengths):
+            d = origin["dataset"]
+            out[3 * d] += 1
+            out[3 * d + 1] += origin.get("seconds", 0.0)
+            out[3 * d + 2] += length
+    return out
+
+
+def dataset_metrics(counters: dict) -> dict:
+    total = sum(c[0] for c in counters.values()) or 1
+    out = {}
+    for name, (samples, hours, tokens) in counters.items():
+        out.update({f"data/{name}/samples": samples, f"data/{name}/share": samples / total,
+                    f"data/{name}/audio_hours": hours, f"data/{name}/tokens": tokens})
+    return out
+
+
+def print_dataset_summary(job: str, specs, counters: dict) -> None:
+    total = sum(c[0] for c in counters.values()) or 1
+    weights = sum(spec.weight for spec in specs)
+    print(f"{job}: {'dataset':<24} {'weight':>7} {'samples':>9} {'share':>7} {'audio h':>9} {'tokens':>11}")
+    for spec in specs:
+        samples, hours, tokens = counters[spec.name]
+        print(f"{job}: {spec.name:<24} {spec.weight / weights:>7.1%} {samples:>9,} {samples / total:>7.1%} "
+              f"{hours:>9.3f} {tokens:>11,}", flush=True)

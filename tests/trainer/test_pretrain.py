@@ -170,11 +170,21 @@ def test_fine_tuning_starts_from_a_pretraining_checkpoint(uninterrupted, trainin
     assert rows[-1]["train/loss_audio"] == 0.0  # only the transcript carries loss
 
 
-def test_tensor_parallel_two_processes(training_inputs, tmp_path):
+def test_tensor_parallel_two_processes_on_a_blend_of_two_datasets(training_inputs, tmp_path):
+    podcasts = shutil.copytree(training_inputs["dataset"], tmp_path / "podcasts")
+    blend = f"data.datasets=[{{url: {training_inputs['dataset']}, weight: 3, name: books}}, {{url: {podcasts}}}]"
     run_dir = tmp_path / "tp2"
-    run(torchrun_cmd(training_inputs, run_dir, "parallel.tensor=2", "train.steps=8", "train.global_batch_rows=2"))
+    result = run(torchrun_cmd(training_inputs, run_dir, "parallel.tensor=2", "train.steps=8",
+                              "train.global_batch_rows=2", "data.dataset=null", blend))
     loss = losses(run_dir)
     assert loss[8] < 0.85 * loss[1], loss
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    books, podcasts = last["data/books/samples"], last["data/podcasts/samples"]
+    # weights 3:1 (the drawn fractions are checked against the weights over 800 draws in test_reshard.py)
+    assert books > podcasts > 0 and last["data/books/share"] == pytest.approx(books / (books + podcasts))
+    assert last["data/books/audio_hours"] > 0 and last["data/podcasts/tokens"] > 0
+    table = [line for line in result.stdout.splitlines() if line.startswith("pretrain: books ")]
+    assert table and f"{books:,}" in table[0], result.stdout[-2000:]
 
 
 def test_pipeline_parallel_two_stages_trains_as_one_process_does(uninterrupted, training_inputs, tmp_path):

@@ -122,3 +122,17 @@ def rank_state(readers: Sequence[dict], dp_rank: int, num_workers: int) -> dict:
         return readers[dp_rank]
     return {"num_workers": num_workers, "consumed": 0,
             "workers": list(readers[dp_rank * num_workers:(dp_rank + 1) * num_workers])}
+
+
+def resumed_loader_state(saved: Sequence[dict], saved_layout: tuple, layout: tuple, dp_rank: int,
+                         shard_lists: Sequence[Sequence[str]], seed: int, salt: int) -> Optional[dict]:
+    """This rank's loader state from a checkpoint's per-rank states. Layouts are (data-parallel size,
+    num_workers): the same layout takes the saved state as is (bit-exact); another layout with as many
+    readers takes the readers' states as they were; otherwise the epochs in flight are dealt anew."""
+    dp_size, workers = layout
+    if tuple(saved_layout) == tuple(layout):
+        return saved[dp_rank]
+    readers = readers_of(saved)
+    if len(readers) != dp_size * max(1, workers):
+        readers = reshard(saved, shard_lists, seed, dp_size * max(1, workers), salt)
+    return rank_state(readers, dp_rank, workers)
