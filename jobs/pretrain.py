@@ -160,10 +160,11 @@ def train(cfg: DictConfig, job: str) -> int:
             [out.audio / dp_size, out.text / dp_size, out.tokens, out.audio_positions, *out.task_loss_sums,
              *out.task_targets, *dataset_figures(batches, len(specs))])
         task_sums, task_targets = figures[:len(TASKS)], figures[len(TASKS):2 * len(TASKS)]
-        for spec, (samples, seconds, sample_tokens) in zip(specs, zip(*[iter(figures[2 * len(TASKS):])] * 3)):
+        dataset_sums = figures[2 * len(TASKS):]
+        for d, spec in enumerate(specs):  # samples, audio hours, tokens
+            samples, seconds, sample_tokens = dataset_sums[3 * d:3 * d + 3]
             counters = seen["datasets"][spec.name]
-            counters[0], counters[1], counters[2] = (counters[0] + int(samples), counters[1] + seconds / 3600,
-                                                     counters[2] + int(sample_tokens))
+            counters[:] = counters[0] + int(samples), counters[1] + seconds / 3600, counters[2] + int(sample_tokens)
         per_task = {task: total / n for task, total, n in zip(TASKS, task_sums, task_targets) if n}
         # every target token of both heads weighs the same: unlike the head means, this does not jump when
         # a step happens to hold no audio targets on some rank

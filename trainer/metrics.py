@@ -1,8 +1,9 @@
 """Training logs on rank 0: a console line every N steps, TensorBoard scalars, metrics.jsonl and a
-loss-curve PNG at the end."""
+loss-curve PNG at the end; per-dataset counters of a blend; and each rank's record of its samples."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -103,8 +104,6 @@ class SampleRecord:
     def flush(self) -> None:
         """Before a checkpoint: what the checkpoint's steps trained on is on disk when the checkpoint is."""
         if self._file is not None:
-            import os
-
             self._file.flush()
             os.fsync(self._file.fileno())
 
