@@ -133,23 +133,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def upload(folder: Path, url: str) -> str:
-    import s3fs
-
-    fs = s3fs.S3FileSystem()  # endpoint and credentials from the AWS_* environment
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        fs.put_file(str(path), f"{url}/{path.relative_to(folder).as_posix()}")
-    return url
-
-
 def bench_object_storage(workdir: Path, tokenizer_dir: Path, whisper: Path, batches: int, steps: int) -> None:
-    from bench.local_s3 import start_local_s3
+    from bench.local_s3 import start_local_s3, upload_folder
 
     corpus = workdir / "corpus.jsonl"
     with (workdir / "moto.log").open("wb") as log:
         server = start_local_s3("audiomill-bench-loader", log=log)
         try:
-            url = upload(workdir / "dataset", "s3://audiomill-bench-loader/dataset")
+            url = upload_folder(workdir / "dataset", "s3://audiomill-bench-loader/dataset")
             local = loader_speed(str(workdir / "dataset"), tokenizer_dir, corpus, batches)
             remote = loader_speed(url, tokenizer_dir, corpus, batches)
             print(f"loader on S3 : {remote:9,.0f} audio tokens/s   same loader on local disk {local:9,.0f}   "

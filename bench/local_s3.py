@@ -58,3 +58,13 @@ def start_local_s3(bucket: str, log: Optional[IO[bytes]] = None, timeout: float 
 
     s3fs.S3FileSystem().mkdir(bucket)
     return LocalS3(endpoint, bucket, env, process)
+
+
+def upload_folder(folder: Path, url: str) -> str:
+    """Every file under `folder` to `url` (an s3:// prefix), one PUT each; returns `url`."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem()  # endpoint and credentials from the AWS_* environment
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        fs.put_file(str(path), f"{url}/{path.relative_to(folder).as_posix()}")
+    return url

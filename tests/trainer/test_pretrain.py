@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench.local_s3 import upload_folder
 from tests.trainer.conftest import pretrain_overrides
 
 REPO = Path(__file__).parents[2]
@@ -204,21 +205,12 @@ def test_pipeline_parallel_two_stages_trains_as_one_process_does(uninterrupted, 
     assert json.loads((latest / "model_config.json").read_text())["pipeline_parallel"] == 2
 
 
-def upload_dataset(folder: Path, url: str) -> str:
-    import s3fs
-
-    fs = s3fs.S3FileSystem()  # endpoint and credentials from the AWS_* environment
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        fs.put_file(str(path), f"{url}/{path.relative_to(folder).as_posix()}")
-    return url
-
-
 def test_two_nodes_of_one_process_read_a_dataset_on_s3_with_a_corrupt_shard(training_inputs, s3_server, tmp_path):
     """Each node streams its shards from the S3 server (no local copy); a truncated tar is skipped and counted."""
     dataset = shutil.copytree(training_inputs["dataset"], tmp_path / "dataset")
     victim = sorted((dataset / "shards").glob("*.tar"))[0]
     victim.write_bytes(victim.read_bytes()[:3000])
-    inputs = {**training_inputs, "dataset": upload_dataset(dataset, s3_server.url("training"))}
+    inputs = {**training_inputs, "dataset": upload_folder(dataset, s3_server.url("training"))}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
