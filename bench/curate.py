@@ -27,7 +27,8 @@ import soundfile as sf
 from bench.local_s3 import start_local_s3
 from jobs import curate
 from jobs.build_models import curate_overrides, model_folders
-from jobs.cli import load_config
+from jobs.cli import load_settings
+from pipeline.config import CurateConfig
 from pipeline.audio import decode_audio_file
 from pipeline.ray_runner import init_ray
 from pipeline.shards import DatasetLayout
@@ -78,8 +79,9 @@ class PeakMemory:
 
 
 def run_job(input_dir: Path, output: Path | str, models: dict, overrides: list[str]) -> tuple[float, dict]:
-    cfg = load_config("configs/curate/demo.yaml", [f"input={input_dir}", f"output={output}",
-                                                   *curate_overrides(models), "ray.progress_bars=false", *overrides])
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml",
+                        [f"input={input_dir}", f"output={output}", *curate_overrides(models),
+                         "ray.progress_bars=false", *overrides])
     started = time.perf_counter()
     assert curate.main(cfg) == 0
     return time.perf_counter() - started, DatasetLayout.of(output).read_info()["last_run"]
@@ -104,7 +106,7 @@ def main() -> None:
     try:
         # Ray is started before any timing, as a cluster is running before `ray job submit`: its start-up
         # is not the pipeline's overhead (the job's own scheduling and actor start-up are, and stay in)
-        init_ray(load_config("configs/curate/demo.yaml", ["input=x", "output=x"]))
+        init_ray(load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=x", "output=x"]))
         if not args.long_only:
             demo_configuration(workdir, models, args.dialogs, cores)
         long_wav = overhead_and_memory(workdir, models, args.long_hours, cores)

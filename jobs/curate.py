@@ -14,14 +14,15 @@ the failed ones again. OUTPUT must be new, empty or a dataset of ours. Exit 2: a
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-
-from omegaconf import DictConfig, OmegaConf
+from functools import partial
 
 from jobs.cli import ConfigError, parse_job_args
 from jobs.curate_checks import validate
 from pipeline import __version__
+from pipeline.config import CurateConfig, provenance_settings
 from pipeline.inputs import InputError, list_inputs
 from pipeline.ledger import done_recordings
 from pipeline.ray_runner import SchedulingError, StagePlan, curate_stream
@@ -38,36 +39,20 @@ from pipeline.stages.write import WriteSettings
 from pipeline.summary import CurationSummary
 
 
-def stage_plans(cfg: DictConfig) -> list[StagePlan]:
-    """The model stages in order; each is built inside its Ray actor from a plain config copy."""
-    diarize, transcribe = OmegaConf.to_container(cfg.diarize), OmegaConf.to_container(cfg.transcribe)
-    quality, sample_rate = OmegaConf.to_container(cfg.quality), cfg.sample_rate
-    enhance, tokenize = OmegaConf.to_container(cfg.enhance), OmegaConf.to_container(cfg.tokenize)
-    plans = [StagePlan("enhance", lambda: EnhanceStage(OmegaConf.create(enhance), sample_rate),
-                       cfg.resources.enhance)] if cfg.enhance.enabled else []
-    plans.append(StagePlan("diarize", lambda: DiarizeStage(OmegaConf.create(diarize), sample_rate),
-                           cfg.resources.diarize))
+def stage_plans(cfg: CurateConfig) -> list[StagePlan]:
+    """The model stages in order; each is built inside its Ray actor from its own settings."""
+    r, sample_rate = cfg.resources, cfg.sample_rate
+    plans = [StagePlan("enhance", partial(EnhanceStage, cfg.enhance, sample_rate), r.enhance)
+             ] if cfg.enhance.enabled else []
+    plans.append(StagePlan("diarize", partial(DiarizeStage, cfg.diarize, sample_rate), r.diarize))
     if cfg.transcribe.enabled:
-        plans.append(StagePlan("transcribe", lambda: TranscribeStage(OmegaConf.create(transcribe)),
-                               cfg.resources.transcribe))
+        plans.append(StagePlan("transcribe", partial(TranscribeStage, cfg.transcribe), r.transcribe))
     if cfg.quality.enabled:
-        plans.append(StagePlan("quality", lambda: QualityStage(OmegaConf.create(quality),
-                                                               OmegaConf.create(diarize["vad"]), sample_rate),
-                               cfg.resources.quality))
+        plans.append(StagePlan("quality", partial(QualityStage, cfg.quality, cfg.diarize.vad, sample_rate),
+                               r.quality))
     if cfg.tokenize.enabled:
-        plans.append(StagePlan("tokenize", lambda: TokenizeStage(OmegaConf.create(tokenize), sample_rate),
-                               cfg.resources.tokenize))
+        plans.append(StagePlan("tokenize", partial(TokenizeStage, cfg.tokenize, sample_rate), r.tokenize))
     return plans
-
-
-# Settings that do not change what is written: where it is read and written, how it is scheduled.
-NOT_PROVENANCE = ("input", "output", "input_extensions", "retry_failed", "ray", "resources", "storage_options")
-
-
-def provenance_settings(config: dict) -> dict:
-    """The part of the resolved config a sample's `config_hash` covers: stages' models and thresholds, the
-    sample rate, shard targets; the same curation written elsewhere or on other pools hashes the same."""
-    return {k: v for k, v in config.items() if k not in NOT_PROVENANCE}
 
 
 def work_to_do(sources: list[str], done: set[str]) -> list[tuple[str, list[str]]]:
@@ -93,18 +78,18 @@ def error(message: str) -> None:
         print(f"curate: error: {line}", file=sys.stderr)
 
 
-def main(cfg: DictConfig) -> int:
+def main(cfg: CurateConfig) -> int:
     try:
         validate(cfg)
-        storage_options = OmegaConf.to_container(cfg.storage_options, resolve=True)
+        storage_options = cfg.storage_options
         layout = DatasetLayout.of(cfg.output, storage_options)
         layout.check_writable()  # never write into (or clean up) a folder that is not ours
         sources = list_inputs(cfg.input, cfg.input_extensions, storage_options)
     except (ConfigError, InputError, DatasetError, StorageError) as e:
         error(e)
         return 2
-    config = OmegaConf.to_container(cfg, resolve=True)
-    pipeline = PipelineInfo.for_config(__version__, provenance_settings(config))
+    config = dataclasses.asdict(cfg)  # dataset.json keeps all of it; the hash covers what changes the data
+    pipeline = PipelineInfo.for_config(__version__, provenance_settings(cfg))
     models = {"transcribe": cfg.transcribe.model, "diarize": cfg.diarize.backend,
               "enhance": cfg.enhance.model if cfg.enhance.enabled else None,
               "tokenize": cfg.tokenize.model if cfg.tokenize.enabled else None}
@@ -155,4 +140,4 @@ def stage_setup_error(e: BaseException) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_job_args(__doc__.splitlines()[0])))
+    sys.exit(main(parse_job_args(__doc__.splitlines()[0], CurateConfig, name="curate")))

@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 
 from jobs import curate
 from jobs.build_models import build_all, curate_overrides
-from jobs.cli import load_config, parse_job_args
+from jobs.cli import load_settings, parse_job_args
+from pipeline.config import CurateConfig
 from pipeline import inspect as shards_cli
 from pipeline.shards import DatasetLayout
 from pipeline.shards.layout import atomic_write_bytes
@@ -152,8 +153,8 @@ def main(cfg: DictConfig) -> int:
     models = build_all(workdir / "models")
     truth = generate_recordings(cfg, raw)
 
-    curate_cfg = load_config(cfg.curate.config, [f"input={raw}", f"output={dataset}", *curate_overrides(models),
-                                                 *cfg.curate.overrides])
+    curate_cfg = load_settings(CurateConfig, cfg.curate.config, [f"input={raw}", f"output={dataset}",
+                                                                 *curate_overrides(models), *cfg.curate.overrides])
     status = curate.main(curate_cfg)
     if status != 0:
         return status

@@ -7,6 +7,7 @@ Resumes from the latest complete checkpoint in run_dir. SIGTERM saves a checkpoi
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -15,7 +16,7 @@ import time
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from jobs.cli import parse_job_args
 from model.cpu_compat import cuda_tensors_on_cpu
@@ -25,6 +26,7 @@ from trainer.metrics import MetricsLog, SampleRecord, dataset_figures, dataset_m
 from trainer.optim import build_training, freeze_whisper_for_this_step
 from trainer.build import build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder
 from trainer.checks import run_problems
+from trainer.config import PretrainConfig
 from trainer.data.reshard import reader_count, resumed_loader_state
 from trainer.data.stream import DataError, DatasetSpec, dataset_shards
 from trainer.data.tasks import TASKS
@@ -59,7 +61,7 @@ def evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size) -> float:
     return all_reduce_sum([out.loss])[0] / dp_size
 
 
-def main(cfg: DictConfig, job: str = "pretrain") -> int:
+def main(cfg: PretrainConfig, job: str = "pretrain") -> int:
     """Check everything first (no model, no process group), then train; a data error is one line, exit 2."""
     problems = run_problems(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     if problems:
@@ -81,7 +83,7 @@ def data_error_line(e: DataError) -> str:
     return text[text.rindex(marker) + len(marker):].strip() if marker in text else text.splitlines()[0]
 
 
-def train(cfg: DictConfig, job: str) -> int:
+def train(cfg: PretrainConfig, job: str) -> int:
     torch.set_num_threads(cfg.train.threads)
     init_parallel(cfg.parallel.tensor, cfg.parallel.pipeline, seed=cfg.seed)
     dp_rank, dp_size, keeps_loader_state = parallel_ranks()
@@ -117,7 +119,7 @@ def train(cfg: DictConfig, job: str) -> int:
     metrics = MetricsLog(cfg.run_dir, enabled=rank0, resume_step=step)
     record = SampleRecord(cfg.run_dir, dp_rank, enabled=cfg.data.record_samples and keeps_loader_state)
     if rank0:
-        OmegaConf.save(cfg, f"{cfg.run_dir}/config.yaml")
+        OmegaConf.save(OmegaConf.structured(cfg), f"{cfg.run_dir}/config.yaml")
         if cfg.data.record_samples:
             record.cut_back(step)
     dist.barrier()  # no rank records before the files are cut back to the checkpoint
@@ -132,7 +134,7 @@ def train(cfg: DictConfig, job: str) -> int:
                                   "datasets": [{"url": spec.url, "weight": spec.weight, "name": spec.name,
                                                 "shards": len(listing["shards"])}
                                                for spec, listing in zip(specs, listings)],
-                                  "config": OmegaConf.to_container(cfg)}, keep=t.keep_checkpoints)
+                                  "config": dataclasses.asdict(cfg)}, keep=t.keep_checkpoints)
 
     frozen_steps = math.ceil(t.whisper_frozen_fraction * t.steps)
     window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
@@ -207,4 +209,4 @@ def train(cfg: DictConfig, job: str) -> int:
 
 
 if __name__ == "__main__":  # dist checkpoint saving re-imports __main__ in helper processes
-    sys.exit(main(parse_job_args(__doc__.splitlines()[0])))
+    sys.exit(main(parse_job_args(__doc__.splitlines()[0], PretrainConfig, name="pretrain")))

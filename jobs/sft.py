@@ -13,6 +13,7 @@ import sys
 
 from jobs.cli import parse_job_args
 from jobs.pretrain import main
+from trainer.config import SftConfig
 
 if __name__ == "__main__":  # dist checkpoint saving re-imports __main__ in helper processes
-    sys.exit(main(parse_job_args(__doc__.splitlines()[0]), job="sft"))
+    sys.exit(main(parse_job_args(__doc__.splitlines()[0], SftConfig, name="sft"), job="sft"))

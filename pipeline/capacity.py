@@ -11,8 +11,56 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 _EPSILON = 1e-9  # fractional CPUs add up with rounding error
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """What each Ray task of a CPU stage (decode, pack) holds: CPUs and declared memory (MB, 0: undeclared)."""
+    num_cpus: float = 1.0
+    memory_mb: float = 0.0
+
+    def problems(self, setting: str) -> list[str]:
+        problems = []
+        if not self.num_cpus > 0:
+            problems.append(f"{setting}.num_cpus={self.num_cpus:g} must be > 0")
+        if self.memory_mb < 0:
+            problems.append(f"{setting}.memory_mb={self.memory_mb:g} must be a number of MB >= 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class PoolResources(TaskResources):
+    """An actor pool: `concurrency` is a fixed size or a [min, max] range Ray Data autoscales between;
+    each actor holds `num_cpus`, `num_gpus` and `memory_mb` and takes `batch_size` recordings per call."""
+    num_gpus: float = 0.0
+    concurrency: Any = 1
+    batch_size: int = 1
+
+    def problems(self, setting: str) -> list[str]:
+        problems = super().problems(setting)
+        if self.batch_size < 1:
+            problems.append(f"{setting}.batch_size={self.batch_size} must be >= 1")
+        if not valid_pool_size(self.concurrency):
+            problems.append(f"{setting}.concurrency={self.concurrency!r} must be a pool size >= 1 or a [min, max] "
+                            f"range with 1 <= min <= max")
+        if self.num_gpus < 0:
+            problems.append(f"{setting}.num_gpus={self.num_gpus:g} must be >= 0")
+        return problems
+
+
+def valid_pool_size(concurrency) -> bool:
+    """A pool size >= 1, or a [min, max] range of integers with 1 <= min <= max."""
+    if isinstance(concurrency, bool):
+        return False
+    if isinstance(concurrency, int):
+        return concurrency >= 1
+    if not isinstance(concurrency, (list, tuple)) or len(concurrency) != 2:
+        return False
+    low, high = concurrency
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) and 1 <= low <= high
 
 
 @dataclass(frozen=True)
@@ -43,19 +91,16 @@ def pool_bounds(concurrency) -> tuple[int, int]:
 
 def memory_bytes(resources) -> float:
     """A stage's declared memory per actor or task (`memory_mb`), as Ray takes it: bytes."""
-    return float(resources.get("memory_mb") or 0) * 2**20
+    return float(resources.memory_mb or 0) * 2**20
 
 
 def stage_demands(cfg) -> list[Demand]:
     """The pools the job starts, from its `resources` section: model stages that are on, the writers,
-    decode and pack."""
-    enabled = {"enhance": cfg.enhance.enabled, "diarize": True, "transcribe": cfg.transcribe.enabled,
-               "quality": cfg.quality.enabled, "tokenize": cfg.tokenize.enabled, "write": True}
-    demands = [Demand(stage, float(r.num_cpus), float(r.get("num_gpus") or 0), pool_bounds(r.concurrency)[0],
-                      memory_bytes(r))
-               for stage, r in cfg.resources.items() if enabled.get(stage)]
-    demands += [Demand(task, float(cfg.resources[task].num_cpus), 0.0, 1, memory_bytes(cfg.resources[task]))
-                for task in ("decode", "pack")]
+    decode and pack (`cfg` is a pipeline.config.CurateConfig)."""
+    demands = [Demand(stage, float(r.num_cpus), float(r.num_gpus), pool_bounds(r.concurrency)[0], memory_bytes(r))
+               for stage, r in cfg.pools().items()]
+    demands += [Demand(task, float(r.num_cpus), 0.0, 1, memory_bytes(r))
+                for task, r in (("decode", cfg.resources.decode), ("pack", cfg.resources.pack))]
     return demands
 
 

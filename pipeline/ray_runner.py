@@ -12,12 +12,13 @@ import os
 import pickle
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from pipeline.capacity import cluster_nodes, memory_bytes, pool_bounds, stage_demands, unschedulable
+from pipeline.capacity import (
+    PoolResources, cluster_nodes, memory_bytes, pool_bounds, stage_demands, unschedulable,
+)
 from pipeline.shards.schema import PipelineInfo
 from pipeline.stages.base import Stage, run_stage
 from pipeline.stages.decode import decode_sessions
@@ -25,13 +26,38 @@ from pipeline.stages.pack import pack_recording
 from pipeline.stages.work import RecordingWork
 from pipeline.stages.write import RecordingOutcome, WriteSettings, write_recordings
 
+if TYPE_CHECKING:
+    from pipeline.config import CurateConfig
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """The `ray` section. `local_num_cpus`: an embedded Ray's CPUs (None: every core); the input is cut into
+    at most `input_blocks` blocks; blocks close at `target_max_block_mb`, so a session (115 MB an hour)
+    leaves each stage as its own block, at once. On a cluster the job waits up to `schedule_timeout_s` for
+    nodes that can hold the pools."""
+    local_num_cpus: Optional[int] = None
+    input_blocks: int = 1000
+    target_max_block_mb: float = 16.0
+    progress_bars: bool = True
+    log_to_driver: bool = True
+    schedule_timeout_s: float = 600.0
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.local_num_cpus is not None and self.local_num_cpus < 1:
+            problems.append(f"ray.local_num_cpus={self.local_num_cpus} must be >= 1 (or null: every core)")
+        if self.input_blocks < 1 or not self.target_max_block_mb > 0 or self.schedule_timeout_s < 0:
+            problems.append("ray: need input_blocks >= 1, target_max_block_mb > 0 and schedule_timeout_s >= 0")
+        return problems
+
 
 @dataclass(frozen=True)
 class StagePlan:
     """A model stage and how Ray runs it (from the `resources.<name>` config section)."""
     name: str
     make: Callable[[], Stage]
-    resources: DictConfig
+    resources: PoolResources
 
 
 # Audio travels in its own columns, as Arrow tensors: Ray Data would otherwise pickle it inside the work
@@ -101,7 +127,7 @@ class _StageActor:
         return to_batch(run_stage(self.stage, works))
 
 
-def init_ray(cfg: DictConfig) -> None:
+def init_ray(cfg: CurateConfig) -> None:
     import ray
 
     if ray.is_initialized():
@@ -113,7 +139,7 @@ def init_ray(cfg: DictConfig) -> None:
              ignore_reinit_error=True)
 
 
-def wait_for_capacity(cfg: DictConfig, say: Callable[[str], None] = print) -> None:
+def wait_for_capacity(cfg: CurateConfig, say: Callable[[str], None] = print) -> None:
     """Return once the cluster's alive nodes can hold every pool; SchedulingError after
     `ray.schedule_timeout_s` without (an autoscaler may add nodes meanwhile)."""
     import ray
@@ -161,7 +187,7 @@ class _WriteActor:
         return {"outcome": [pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for o in outcomes]}
 
 
-def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
+def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
                   pipeline: PipelineInfo, write: WriteSettings) -> Iterator[RecordingOutcome]:
     """Outcomes of written recordings as they finish, for `todo` = [(source, recording ids to skip)], in
     any order; the writers commit everything before their outcomes arrive."""
@@ -175,13 +201,13 @@ def curate_stream(cfg: DictConfig, todo: Iterable[tuple[str, list[str]]], stages
     # Ray Data fills a block up to this size before it moves on; sessions are far bigger than a row of
     # ordinary data, so anything small makes each session travel alone and stream through the stages
     context.target_max_block_size = int(cfg.ray.target_max_block_mb * 2**20)
-    decode_cfg = OmegaConf.to_container(cfg.decode)
+    decode_cfg = cfg.decode
     sample_rate, storage_options = cfg.sample_rate, write.storage_options
 
     def decode(row: dict) -> Iterator[dict]:
         # a generator: each session leaves the task as its own block before the next one is decoded
         source = os.fsdecode(row["source"])  # bytes across Ray: a file name need not be valid UTF-8
-        for work in decode_sessions(source, OmegaConf.create(decode_cfg), sample_rate, set(row["skip"]),
+        for work in decode_sessions(source, decode_cfg, sample_rate, set(row["skip"]),
                                     storage_options):
             yield to_row(work)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from model.config import model_preset
 from model.kimi_audio import build_model
+from trainer.config import DataSettings, DatasetEntry, PretrainConfig
 from trainer.data.loader import BatchLoader
 from trainer.data.stream import BlendStream, DatasetSpec
 from trainer.data.workers import WorkerBatchLoader
@@ -23,7 +23,7 @@ def parallel_ranks() -> tuple[int, int, bool]:
     return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(), keeps_loader_state
 
 
-def build_run_model(cfg: DictConfig):
+def build_run_model(cfg: PretrainConfig):
     """The preset (or the init checkpoint's config) at this run's parallel layout, Whisper attached."""
     from model.checkpoint import load_checkpoint
     from model.whisper_features import WhisperFeatureEncoder
@@ -49,7 +49,7 @@ def build_run_model(cfg: DictConfig):
     return model
 
 
-def special_ids(cfg: DictConfig, model_cfg) -> SpecialIds:
+def special_ids(cfg: PretrainConfig, model_cfg) -> SpecialIds:
     t = cfg.tokens
     return SpecialIds(blank=t.blank, text_eos=t.text_eos, media_begin=t.media_begin, media_end=t.media_end,
                       audio_offset=model_cfg.audio_token_offset,
@@ -67,22 +67,22 @@ def text_encoder(folder: str):
     return lambda text: tokenizer.encode(text, add_special_tokens=False)
 
 
-def dataset_specs(data: DictConfig) -> list[DatasetSpec]:
+def dataset_specs(data: DataSettings) -> list[DatasetSpec]:
     """The run's datasets: `data.datasets` (url, weight, optional name), or `data.dataset` as a one-entry blend.
     Names default to the URL's last part, numbered when two are alike."""
-    entries = list(data.datasets or []) or ([{"url": data.dataset}] if data.dataset else [])
+    entries = list(data.datasets) or ([DatasetEntry(url=data.dataset)] if data.dataset else [])
     specs, names = [], set()
     for i, entry in enumerate(entries):
-        url = str(entry["url"])
-        name = str(entry.get("name") or url.rstrip("/").rsplit("/", 1)[-1] or f"dataset{i}")
+        url = str(entry.url)
+        name = str(entry.name or url.rstrip("/").rsplit("/", 1)[-1] or f"dataset{i}")
         if name in names:
             name = f"{name}-{i}"
         names.add(name)
-        specs.append(DatasetSpec(url=url, weight=float(entry.get("weight", 1.0)), name=name))
+        specs.append(DatasetSpec(url=url, weight=float(entry.weight), name=name))
     return specs
 
 
-def build_loader(cfg: DictConfig, datasets: list[DatasetSpec], ids: SpecialIds, encode, dp_rank: int,
+def build_loader(cfg: PretrainConfig, datasets: list[DatasetSpec], ids: SpecialIds, encode, dp_rank: int,
                  dp_size: int, seed: int, listings: list[dict] | None = None) -> BatchLoader | WorkerBatchLoader:
     """In-process with `data.num_workers: 0`; otherwise worker processes, each its own share of shards.
     `listings`: each dataset's {"shards", "owners"}, read once by the caller instead of by every reader."""

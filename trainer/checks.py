@@ -9,14 +9,14 @@ import os
 
 import numpy as np
 import pyarrow.compute as pc
-from omegaconf import DictConfig
 
+from trainer.config import LOSS_NORMALISATIONS, DataSettings, PretrainConfig
 from trainer.data.tasks import TASKS, TASKS_NEEDING_TEXT, SegmentInput, SpecialIds, build_task, build_text_only
 
 
-def run_problems(cfg: DictConfig, world_size: int) -> list[str]:
+def run_problems(cfg: PretrainConfig, world_size: int) -> list[str]:
     """What stops this config from training on `world_size` processes (empty: nothing)."""
-    problems: list[str] = []
+    problems: list[str] = cfg.optim.problems() + model_problems(cfg)
     add = problems.append
     d, t, p = cfg.data, cfg.train, cfg.parallel
     for name, value in (("data.seq_len", d.seq_len), ("data.micro_batch_rows", d.micro_batch_rows),
@@ -31,6 +31,9 @@ def run_problems(cfg: DictConfig, world_size: int) -> list[str]:
     if not 0 <= d.enhanced_fraction <= 1:
         add(f"data.enhanced_fraction={d.enhanced_fraction} must be in [0, 1]")
     weights = dict(cfg.tasks)
+    unknown = sorted(set(weights) - set(TASKS))
+    if unknown:
+        add(f"tasks: unknown task(s) {', '.join(unknown)} (the tasks are {', '.join(TASKS)})")
     if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
         add("tasks: weights must be >= 0 with at least one > 0")
     model_parallel = max(1, p.tensor) * max(1, p.pipeline)
@@ -63,7 +66,25 @@ def run_problems(cfg: DictConfig, world_size: int) -> list[str]:
     return problems
 
 
-def blend_problems(add, data: DictConfig) -> list[tuple[str, object]]:
+def model_problems(cfg: PretrainConfig) -> list[str]:
+    from model.config import PRESETS
+
+    m, problems = cfg.model, []
+    if m.preset not in PRESETS and not m.init_checkpoint:
+        problems.append(f"model.preset={m.preset!r} is not one of {', '.join(PRESETS)}")
+    if m.spec not in ("local", "te", "auto"):
+        problems.append(f"model.spec={m.spec!r} must be local, te or auto")
+    if m.params_dtype not in ("float32", "bfloat16"):
+        problems.append(f"model.params_dtype={m.params_dtype!r} must be float32 or bfloat16")
+    if cfg.train.loss_normalisation not in LOSS_NORMALISATIONS:
+        problems.append(f"train.loss_normalisation={cfg.train.loss_normalisation!r} must be one of "
+                        f"{', '.join(LOSS_NORMALISATIONS)}")
+    if not 0 <= cfg.train.whisper_frozen_fraction <= 1:
+        problems.append(f"train.whisper_frozen_fraction={cfg.train.whisper_frozen_fraction:g} must be in [0, 1]")
+    return problems
+
+
+def blend_problems(add, data: DataSettings) -> list[tuple[str, object]]:
     """The datasets to check, as (setting, spec); a blend's own problems added."""
     from trainer.build import dataset_specs
 
@@ -73,23 +94,16 @@ def blend_problems(add, data: DictConfig) -> list[tuple[str, object]]:
     if not data.dataset and not data.datasets:
         add("no training data: set data.dataset (a path or URL) or data.datasets (a weighted blend)")
         return []
-    for i, entry in enumerate(data.datasets or []):
-        if not isinstance(entry, DictConfig) or not entry.get("url"):
-            add(f"data.datasets[{i}]: needs a url (and optionally weight, name)")
-            return []
-        unknown = set(entry) - {"url", "weight", "name"}
-        if unknown:
-            add(f"data.datasets[{i}]: unknown key(s) {sorted(unknown)} (url, weight, name)")
-        weight = entry.get("weight", 1.0)
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
-            add(f"data.datasets[{i}].weight={weight} must be a number > 0")
+    for i, entry in enumerate(data.datasets):
+        if not entry.weight > 0:
+            add(f"data.datasets[{i}].weight={entry.weight:g} must be a number > 0")
             return []
     specs = dataset_specs(data)
     return [("data.dataset" if data.dataset else f"data.datasets[{i}] ({spec.name})", spec)
             for i, spec in enumerate(specs)]
 
 
-def resume_problems(cfg: DictConfig, shard_counts: dict[str, int]) -> list[str]:
+def resume_problems(cfg: PretrainConfig, shard_counts: dict[str, int]) -> list[str]:
     """A run resuming from a checkpoint must keep what fixes the data order: the seed, the task mixture,
     the datasets and their weights, and each dataset's shards. Parallel layout and loader workers may change."""
     import json
@@ -97,7 +111,7 @@ def resume_problems(cfg: DictConfig, shard_counts: dict[str, int]) -> list[str]:
     from trainer.build import dataset_specs
     from trainer.checkpointing import latest_checkpoint
 
-    if not cfg.run_dir or cfg.run_dir == "???":
+    if not cfg.run_dir:
         return []
     folder = latest_checkpoint(cfg.run_dir)
     if folder is None:
@@ -150,7 +164,7 @@ def dataset_problems(add, setting: str, dataset: str, readers: int) -> tuple[int
     return int(pc.min(table.column("token_count")).as_py()), shards
 
 
-def seq_len_problems(cfg: DictConfig, weights: dict, shortest_tokens: int) -> list[str]:
+def seq_len_problems(cfg: PretrainConfig, weights: dict, shortest_tokens: int) -> list[str]:
     """Each weighted task must fit one sample of the dataset's shortest segment (with a one-token text) in a
     row; otherwise that task can never be built and the run would train on nothing."""
     tok = cfg.tokens

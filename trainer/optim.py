@@ -12,9 +12,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
 from model.cpu_compat import cuda_tensors_on_cpu
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The `optim` section: AdamW (`beta1`, `beta2`, `eps`, `weight_decay`) on a cosine schedule from `lr` to
+    `min_lr` after a linear warmup over `warmup_fraction` of the steps; gradients clipped to `clip_grad`.
+    Defaults: the report's pretraining (§4.1.4)."""
+    lr: float = 2e-5
+    min_lr: float = 2e-6
+    warmup_fraction: float = 0.01
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not 0 <= self.min_lr <= self.lr:
+            problems.append(f"optim: need 0 <= min_lr <= lr (min_lr={self.min_lr:g}, lr={self.lr:g})")
+        if not 0 <= self.warmup_fraction <= 1:
+            problems.append(f"optim.warmup_fraction={self.warmup_fraction:g} must be in [0, 1]")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.eps <= 0 or self.weight_decay < 0:
+            problems.append("optim: need betas in [0, 1), eps > 0 and weight_decay >= 0")
+        if self.clip_grad < 0:
+            problems.append(f"optim.clip_grad={self.clip_grad:g} must be >= 0 (0: no clipping)")
+        return problems
 
 
 @dataclass
@@ -33,7 +59,7 @@ def wrap_ddp(model):
     return DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
 
 
-def build_training(model, optim: DictConfig, total_steps: int) -> TrainingState:
+def build_training(model, optim: OptimSettings, total_steps: int) -> TrainingState:
     from megatron.core.optimizer import (
         OptimizerConfig, ParamGroupOverride, ParamKey, get_megatron_optimizer, get_standard_config_overrides,
     )

@@ -31,41 +31,16 @@ def sha_column(suffix: str) -> str:
 
 SHA_COLUMNS = tuple(sha_column(s) for s in MEMBER_SUFFIXES)
 
-MANIFEST_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("shard", pa.string()),
-    ("recording_id", pa.string()),
-    ("source", pa.string()),
-    ("segment_index", pa.int32()),
-    ("start", pa.float64()),
-    ("end", pa.float64()),
-    ("duration", pa.float64()),
-    ("gap_before", pa.float64()),
-    ("speaker", pa.string()),
-    ("language", pa.string()),
-    ("language_prob", pa.float32()),
-    ("text", pa.string()),
-    ("num_words", pa.int32()),
-    ("asr_model", pa.string()),
-    ("asr_avg_logprob", pa.float32()),
-    ("asr_no_speech_prob", pa.float32()),
-    ("dnsmos_sig", pa.float32()),
-    ("dnsmos_bak", pa.float32()),
-    ("dnsmos_ovrl", pa.float32()),
-    ("snr_db", pa.float32()),
-    ("speech_ratio", pa.float32()),
-    ("chars_per_sec", pa.float32()),
-    ("sample_rate", pa.int32()),
-    ("num_samples", pa.int64()),
-    ("has_enhanced", pa.bool_()),
-    ("token_count", pa.int32()),
-    ("token_rate", pa.float32()),
-    ("token_model", pa.string()),
-    ("pipeline_version", pa.string()),
-    ("config_hash", pa.string()),
-    ("size_bytes", pa.int64()),
-    *[(sha_column(s), pa.string()) for s in MEMBER_SUFFIXES],
-])
+
+def manifest_schema(record_type: type = SegmentRecord) -> pa.Schema:
+    """One column per scalar of the record (SegmentRecord.columns(): its fields, nested ones flattened,
+    and key, duration, num_words), plus the shard, the sample's size and each member's sha256."""
+    columns = [(c.name, getattr(pa, c.arrow)()) for c in record_type.columns()]
+    return pa.schema([columns[0], ("shard", pa.string()), *columns[1:], ("size_bytes", pa.int64()),
+                      *[(sha_column(s), pa.string()) for s in MEMBER_SUFFIXES]])
+
+
+MANIFEST_SCHEMA = manifest_schema()
 
 REJECTED_SCHEMA = pa.schema([
     ("source", pa.string()), ("recording_id", pa.string()), ("key", pa.string()), ("stage", pa.string()),
@@ -80,21 +55,8 @@ FAILED_SCHEMA = pa.schema([
 
 def manifest_row(record: SegmentRecord, shard: str, member_sha256: dict[str, str], size_bytes: int) -> dict:
     """Flatten a record into its manifest row; `member_sha256` maps member suffix to hex digest."""
-    q, asr, tok = record.quality, record.asr, record.tokens
-    row = {
-        "key": record.key, "shard": shard, "recording_id": record.recording_id, "source": record.source,
-        "segment_index": record.segment_index, "start": record.start, "end": record.end,
-        "duration": record.duration, "gap_before": record.gap_before, "speaker": record.speaker,
-        "language": record.language, "language_prob": record.language_prob, "text": record.text,
-        "num_words": len(record.words), "asr_model": asr.model, "asr_avg_logprob": asr.avg_logprob,
-        "asr_no_speech_prob": asr.no_speech_prob, "dnsmos_sig": q.dnsmos_sig, "dnsmos_bak": q.dnsmos_bak,
-        "dnsmos_ovrl": q.dnsmos_ovrl, "snr_db": q.snr_db, "speech_ratio": q.speech_ratio,
-        "chars_per_sec": q.chars_per_sec, "sample_rate": record.audio.sample_rate,
-        "num_samples": record.audio.num_samples, "has_enhanced": record.audio.has_enhanced,
-        "token_count": None if tok is None else tok.count, "token_rate": None if tok is None else tok.rate,
-        "token_model": None if tok is None else tok.model, "pipeline_version": record.pipeline.version,
-        "config_hash": record.pipeline.config_hash, "size_bytes": size_bytes,
-    }
+    row = {c.name: c.value(record) for c in type(record).columns()}
+    row.update(shard=shard, size_bytes=size_bytes)
     for suffix in MEMBER_SUFFIXES:
         row[sha_column(suffix)] = member_sha256.get(suffix)
     return row

@@ -12,8 +12,10 @@ import json
 import math
 import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 SCHEMA_VERSION = 1
 
@@ -122,131 +124,196 @@ def _as_float(value: Any, name: str, minimum: Optional[float] = None, maximum: O
     return value
 
 
+def _as_bool(value: Any, name: str, allow_none: bool = False) -> Optional[bool]:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        raise SchemaError(name, "expected true or false")
+    return value
+
+
 def _as_dict(value: Any, name: str) -> dict:
     if not isinstance(value, dict):
         raise SchemaError(name, f"expected an object, got {type(value).__name__}")
     return value
 
 
+# ---- one definition per field: its JSON name, its manifest column, its checks ------------------
+
+def column(arrow: Optional[str] = None, name: Optional[str] = None, minimum: Optional[float] = None,
+           maximum: Optional[float] = None) -> dict:
+    """Field metadata of a record field: its manifest column (`name`, the field's own by default) of Arrow
+    type `arrow` (a pyarrow type function: string, int32, int64, float32, float64, bool_; None: not a
+    column), and the range `from_dict` accepts. Everything else about a field is derived from it."""
+    return {"arrow": arrow, "column": name, "minimum": minimum, "maximum": maximum}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A manifest column: its name, its Arrow type name, and how a record gives its value."""
+    name: str
+    arrow: str
+    value: Callable[[Any], Any]
+
+
+class _Record:
+    """`to_dict` / `from_dict` / manifest columns derived from the dataclass fields and their metadata.
+
+    Field types: str, int, float, bool (each maybe Optional), a nested record (maybe Optional), or a tuple
+    of nested records. A nested record's fields are flattened into the manifest under their own names."""
+    __slots__ = ()
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Record):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = [v.to_dict() for v in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, prefix: str = ""):
+        data = _as_dict(data, prefix.rstrip(".") or "record")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in dataclasses.fields(cls):
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if not required and data.get(f.name) is None:
+                continue  # absent or null: the field's default
+            values[f.name] = _decode(hints[f.name], _require(data, f.name, prefix), prefix + f.name, f.metadata)
+        return cls(**values)
+
+    @classmethod
+    def columns(cls) -> list[Column]:
+        """The manifest columns of this record, in field order (nested records flattened)."""
+        out = []
+        for f in dataclasses.fields(cls):
+            inner = _record_type(typing.get_type_hints(cls)[f.name])
+            if inner is not None and not _is_tuple(typing.get_type_hints(cls)[f.name]):
+                out += [Column(c.name, c.arrow, _nested(f.name, c.value)) for c in inner.columns()]
+            elif f.metadata.get("arrow"):
+                out.append(Column(f.metadata.get("column") or f.name, f.metadata["arrow"], _attribute(f.name)))
+        return out
+
+
+def _attribute(name: str) -> Callable[[Any], Any]:
+    return lambda record: getattr(record, name)
+
+
+def _nested(name: str, value: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda record: None if getattr(record, name) is None else value(getattr(record, name))
+
+
+def _optional_inner(hint) -> tuple[Any, bool]:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _is_tuple(hint) -> bool:
+    return typing.get_origin(hint) is tuple
+
+
+def _record_type(hint) -> Optional[type]:
+    hint, _ = _optional_inner(hint)
+    if _is_tuple(hint):
+        hint = typing.get_args(hint)[0]
+    return hint if isinstance(hint, type) and issubclass(hint, _Record) else None
+
+
+def _decode(hint, value: Any, name: str, meta) -> Any:
+    hint, optional = _optional_inner(hint)
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if _is_tuple(hint):
+        item = typing.get_args(hint)[0]
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise SchemaError(name, "expected a list")
+        return tuple(item.from_dict(v, prefix=f"{name}[{i}].") for i, v in enumerate(value))
+    if isinstance(hint, type) and issubclass(hint, _Record):
+        if value is None:
+            if optional:
+                return None
+            raise SchemaError(name, "missing")
+        return hint.from_dict(value, prefix=name + ".")
+    if hint is bool:
+        return _as_bool(value, name, allow_none=optional)
+    if hint is int:
+        return _as_int(value, name, minimum=low, allow_none=optional)
+    if hint is float:
+        return _as_float(value, name, minimum=low, maximum=high, allow_none=optional)
+    return _as_str(value, name, allow_none=optional)
+
+
 # ---- nested parts ---------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Word:
+class Word(_Record):
     """One aligned word; times in seconds relative to the source; score is the aligner's confidence."""
     word: str
-    start: Seconds
-    end: Seconds
+    start: Seconds = field(metadata=column(minimum=0.0))
+    end: Seconds = field(metadata=column(minimum=0.0))
     score: Optional[float] = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, prefix: str = "words[].") -> "Word":
-        data = _as_dict(data, prefix.rstrip("."))
-        start = _as_float(_require(data, "start", prefix), prefix + "start", minimum=0.0)
-        end = _as_float(_require(data, "end", prefix), prefix + "end", minimum=0.0)
-        if end < start:
-            raise SchemaError(prefix + "end", f"ends before it starts ({end} < {start})")
-        return cls(word=_as_str(_require(data, "word", prefix), prefix + "word"), start=start, end=end,
-                   score=_as_float(data.get("score"), prefix + "score", allow_none=True))
+        word = super(Word, cls).from_dict(data, prefix)
+        if word.end < word.start:
+            raise SchemaError(prefix + "end", f"ends before it starts ({word.end} < {word.start})")
+        return word
 
 
 @dataclass(frozen=True, slots=True)
-class AsrInfo:
+class AsrInfo(_Record):
     """Which model made the transcript and how sure it was (Whisper's average log-prob, no-speech prob);
     `note` says where the text came from when it is not simply `model`'s (Paraformer, or a fallback)."""
-    model: Optional[str] = None
-    avg_logprob: Optional[float] = None
-    no_speech_prob: Optional[float] = None
+    model: Optional[str] = field(default=None, metadata=column("string", "asr_model"))
+    avg_logprob: Optional[float] = field(default=None, metadata=column("float32", "asr_avg_logprob"))
+    no_speech_prob: Optional[float] = field(default=None, metadata=column("float32", "asr_no_speech_prob", 0.0, 1.0))
     note: Optional[str] = None
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "AsrInfo":
-        data = _as_dict(data, "asr")
-        return cls(model=_as_str(data.get("model"), "asr.model", allow_none=True),
-                   avg_logprob=_as_float(data.get("avg_logprob"), "asr.avg_logprob", allow_none=True),
-                   no_speech_prob=_as_float(data.get("no_speech_prob"), "asr.no_speech_prob",
-                                            minimum=0.0, maximum=1.0, allow_none=True),
-                   note=_as_str(data.get("note"), "asr.note", allow_none=True))
-
 
 @dataclass(frozen=True, slots=True)
-class Quality:
+class Quality(_Record):
     """Quality metrics; None where not computed. DNSMOS on its 1-5 scale, SNR in dB, ratios in 0-1."""
-    dnsmos_sig: Optional[float] = None
-    dnsmos_bak: Optional[float] = None
-    dnsmos_ovrl: Optional[float] = None
-    snr_db: Optional[float] = None
-    speech_ratio: Optional[float] = None
-    chars_per_sec: Optional[float] = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Quality":
-        data = _as_dict(data, "quality")
-        ranges = {"speech_ratio": (0.0, 1.0), "chars_per_sec": (0.0, None)}
-        values = {}
-        for f in dataclasses.fields(cls):
-            low, high = ranges.get(f.name, (None, None))
-            values[f.name] = _as_float(data.get(f.name), "quality." + f.name, minimum=low, maximum=high,
-                                       allow_none=True)
-        return cls(**values)
+    dnsmos_sig: Optional[float] = field(default=None, metadata=column("float32"))
+    dnsmos_bak: Optional[float] = field(default=None, metadata=column("float32"))
+    dnsmos_ovrl: Optional[float] = field(default=None, metadata=column("float32"))
+    snr_db: Optional[float] = field(default=None, metadata=column("float32"))
+    speech_ratio: Optional[float] = field(default=None, metadata=column("float32", minimum=0.0, maximum=1.0))
+    chars_per_sec: Optional[float] = field(default=None, metadata=column("float32", minimum=0.0))
 
 
 @dataclass(frozen=True, slots=True)
-class AudioInfo:
+class AudioInfo(_Record):
     """The stored audio: sample rate (Hz), sample count, and whether an enhanced copy is stored too."""
-    sample_rate: int
-    num_samples: int
-    has_enhanced: bool = False
+    sample_rate: int = field(metadata=column("int32", minimum=1))
+    num_samples: int = field(metadata=column("int64", minimum=1))
+    has_enhanced: bool = field(default=False, metadata=column("bool_"))
 
     @property
     def seconds(self) -> Seconds:
         return self.num_samples / self.sample_rate
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "AudioInfo":
-        data = _as_dict(data, "audio")
-        has_enhanced = data.get("has_enhanced", False)
-        if not isinstance(has_enhanced, bool):
-            raise SchemaError("audio.has_enhanced", "expected true or false")
-        return cls(sample_rate=_as_int(_require(data, "sample_rate", "audio."), "audio.sample_rate", minimum=1),
-                   num_samples=_as_int(_require(data, "num_samples", "audio."), "audio.num_samples", minimum=1),
-                   has_enhanced=has_enhanced)
-
 
 @dataclass(frozen=True, slots=True)
-class TokenInfo:
+class TokenInfo(_Record):
     """Semantic tokens stored as `KEY.tok.npy`: how many, at what rate (Hz), from which tokenizer."""
-    count: int
-    rate: float = TOKEN_RATE_HZ
-    model: Optional[str] = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "TokenInfo":
-        data = _as_dict(data, "tokens")
-        return cls(count=_as_int(_require(data, "count", "tokens."), "tokens.count", minimum=0),
-                   rate=_as_float(data.get("rate", TOKEN_RATE_HZ), "tokens.rate", minimum=0.0),
-                   model=_as_str(data.get("model"), "tokens.model", allow_none=True))
+    count: int = field(metadata=column("int32", "token_count", minimum=0))
+    rate: float = field(default=TOKEN_RATE_HZ, metadata=column("float32", "token_rate", minimum=0.0))
+    model: Optional[str] = field(default=None, metadata=column("string", "token_model"))
 
 
 @dataclass(frozen=True, slots=True)
-class PipelineInfo:
+class PipelineInfo(_Record):
     """Which pipeline version and which resolved config (hash) made the sample."""
-    version: str
-    config_hash: str
+    version: str = field(metadata=column("string", "pipeline_version"))
+    config_hash: str = field(metadata=column("string"))
 
     @classmethod
     def for_config(cls, version: str, config: dict) -> "PipelineInfo":
@@ -254,33 +321,28 @@ class PipelineInfo:
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
         return cls(version=version, config_hash=hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16])
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "PipelineInfo":
-        data = _as_dict(data, "pipeline")
-        return cls(version=_as_str(_require(data, "version", "pipeline."), "pipeline.version"),
-                   config_hash=_as_str(_require(data, "config_hash", "pipeline."), "pipeline.config_hash"))
-
 
 # ---- the sample record ---------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class SegmentRecord:
-    """Metadata of one segment sample, stored as `KEY.json` and (flattened) as a manifest row."""
-    recording_id: str
-    source: str
-    segment_index: int
-    start: Seconds
-    end: Seconds
+class SegmentRecord(_Record):
+    """Metadata of one segment sample, stored as `KEY.json` and (flattened) as a manifest row.
+
+    This class is the record's one definition: `to_dict` (KEY.json), `from_dict` (with its checks) and the
+    manifest's columns (`columns()`, pipeline/shards/manifest.py) all come from its fields and their
+    metadata. `key`, `duration` and `num_words` are derived, in KEY.json and in the manifest alike."""
+    recording_id: str = field(metadata=column("string"))
+    source: str = field(metadata=column("string"))
+    segment_index: int = field(metadata=column("int32", minimum=0))
+    start: Seconds = field(metadata=column("float64", minimum=0.0))
+    end: Seconds = field(metadata=column("float64", minimum=0.0))
     audio: AudioInfo
     pipeline: PipelineInfo
-    gap_before: Optional[Seconds] = None
-    speaker: Optional[str] = None
-    language: Optional[str] = None
-    language_prob: Optional[float] = None
-    text: Optional[str] = None
+    gap_before: Optional[Seconds] = field(default=None, metadata=column("float64", minimum=0.0))
+    speaker: Optional[str] = field(default=None, metadata=column("string"))
+    language: Optional[str] = field(default=None, metadata=column("string"))
+    language_prob: Optional[float] = field(default=None, metadata=column("float32", minimum=0.0, maximum=1.0))
+    text: Optional[str] = field(default=None, metadata=column("string"))
     words: tuple[Word, ...] = ()
     asr: AsrInfo = field(default_factory=AsrInfo)
     quality: Quality = field(default_factory=Quality)
@@ -306,49 +368,24 @@ class SegmentRecord:
         return self.end - self.start
 
     def to_dict(self) -> dict:
-        return {
-            "schema": self.schema, "key": self.key, "recording_id": self.recording_id, "source": self.source,
-            "segment_index": self.segment_index, "start": self.start, "end": self.end,
-            "duration": self.duration, "gap_before": self.gap_before, "speaker": self.speaker,
-            "language": self.language, "language_prob": self.language_prob, "text": self.text,
-            "words": [w.to_dict() for w in self.words], "asr": self.asr.to_dict(),
-            "quality": self.quality.to_dict(), "audio": self.audio.to_dict(),
-            "tokens": None if self.tokens is None else self.tokens.to_dict(),
-            "pipeline": self.pipeline.to_dict(),
-        }
+        return {"key": self.key, "duration": self.duration, **_Record.to_dict(self)}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "SegmentRecord":
+    def from_dict(cls, data: Any, prefix: str = "") -> "SegmentRecord":
         data = _as_dict(data, "record")
         schema = _as_int(_require(data, "schema", ""), "schema")
         if schema != SCHEMA_VERSION:
             raise SchemaError("schema", f"version {schema} is not supported (expected {SCHEMA_VERSION})")
-        words = data.get("words") or []
-        if not isinstance(words, list):
-            raise SchemaError("words", "expected a list")
-        record = cls(
-            recording_id=_as_str(_require(data, "recording_id", ""), "recording_id"),
-            source=_as_str(_require(data, "source", ""), "source"),
-            segment_index=_as_int(_require(data, "segment_index", ""), "segment_index", minimum=0),
-            start=_as_float(_require(data, "start", ""), "start", minimum=0.0),
-            end=_as_float(_require(data, "end", ""), "end", minimum=0.0),
-            gap_before=_as_float(data.get("gap_before"), "gap_before", minimum=0.0, allow_none=True),
-            speaker=_as_str(data.get("speaker"), "speaker", allow_none=True),
-            language=_as_str(data.get("language"), "language", allow_none=True),
-            language_prob=_as_float(data.get("language_prob"), "language_prob", minimum=0.0, maximum=1.0,
-                                    allow_none=True),
-            text=_as_str(data.get("text"), "text", allow_none=True),
-            words=tuple(Word.from_dict(w, prefix=f"words[{i}].") for i, w in enumerate(words)),
-            asr=AsrInfo.from_dict(data.get("asr") or {}),
-            quality=Quality.from_dict(data.get("quality") or {}),
-            audio=AudioInfo.from_dict(_require(data, "audio", "")),
-            tokens=None if data.get("tokens") is None else TokenInfo.from_dict(data["tokens"]),
-            pipeline=PipelineInfo.from_dict(_require(data, "pipeline", "")),
-            schema=schema,
-        )
+        record = super(SegmentRecord, cls).from_dict(data, prefix)
         if "key" in data and data["key"] != record.key:
             raise SchemaError("key", f"{data['key']!r} does not match recording_id and segment_index ({record.key})")
         return record
+
+    @classmethod
+    def columns(cls) -> list[Column]:
+        derived = [Column("key", "string", lambda r: r.key), Column("duration", "float64", lambda r: r.duration),
+                   Column("num_words", "int32", lambda r: len(r.words))]
+        return derived + super(SegmentRecord, cls).columns()
 
 
 # ---- what a filter dropped and what raised ---------------------------------------------------

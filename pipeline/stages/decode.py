@@ -3,13 +3,13 @@ normalised; recordings longer than the session maximum are split at their quiete
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Collection, Iterator
 
 import numpy as np
-from omegaconf import DictConfig
 
 from pipeline.audio import AudioFile, level_frame, loudness_gain, session_bounds_from_levels
+from pipeline.capacity import TaskResources
 from pipeline.shards.schema import recording_id_for
 from pipeline.stages.base import failed
 from pipeline.stages.work import RecordingWork
@@ -17,14 +17,42 @@ from pipeline.stages.work import RecordingWork
 STAGE = "decode"
 
 
-def decode_sessions(source: str, cfg: DictConfig, sample_rate: int, skip_recording_ids: Collection[str] = (),
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The `decode` section. Sessions: recordings longer than `max_session_minutes` are cut at their
+    quietest stretch within `split_search_seconds` before the limit; the level scan reads
+    `scan_block_seconds` at a time. Loudness: the active part (frames within `loudness_gate_db` of the
+    loudest) is brought to `loudness_target_dbfs` RMS, by at most `max_gain_db`."""
+    max_session_minutes: float = 60.0
+    split_search_seconds: float = 120.0
+    scan_block_seconds: float = 300.0
+    loudness_target_dbfs: float = -23.0
+    loudness_gate_db: float = 40.0
+    max_gain_db: float = 30.0
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not self.max_session_minutes > 0 or not self.scan_block_seconds > 0:
+            problems.append("decode: max_session_minutes and scan_block_seconds must be > 0")
+        if not 0 <= self.split_search_seconds < self.max_session_minutes * 60:
+            problems.append(f"decode.split_search_seconds={self.split_search_seconds:g} must be >= 0 and shorter "
+                            f"than a session ({self.max_session_minutes:g} minutes)")
+        if self.loudness_gate_db <= 0 or self.max_gain_db < 0:
+            problems.append("decode: loudness_gate_db must be > 0 and max_gain_db >= 0")
+        return problems
+
+
+# a 60-minute session: float32 audio and its 16-bit copy
+DECODE_RESOURCES = TaskResources(num_cpus=1, memory_mb=3072)
+
+
+def decode_sessions(source: str, cfg: DecodeSettings, sample_rate: int, skip_recording_ids: Collection[str] = (),
                     storage_options=None) -> Iterator[RecordingWork]:
     """The sessions of one source still to be done, one at a time, or one failed work.
 
     Two passes over the file: one reads it block by block for the levels (loudness and session cuts),
     the other decodes one session at a time, so a 10-hour file costs one session of memory.
-    `cfg` is the `decode` section: max_session_minutes, split_search_seconds, scan_block_seconds,
-    loudness_target_dbfs, max_gain_db, loudness_gate_db. A URL is read with `storage_options`.
+    A URL is read with `storage_options`.
     """
     whole_id = recording_id_for(source)
     started = time.perf_counter()  # this generator's own time per session (the scan goes to the first)

@@ -14,23 +14,85 @@ Backends (config `diarize.backend`):
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from omegaconf import DictConfig
 
+from pipeline.capacity import PoolResources
+from pipeline.model_folders import model_folder_problem
 from pipeline.segment import (
     Turn, chunk_turns, cluster_embeddings, cluster_representatives, join_contiguous, merge_segments,
     merge_speaker_clusters, reassign_chunks, relabel, split_by_duration, split_long_turns,
 )
 from pipeline.stages.base import Stage
-from pipeline.stages.vad import SileroVad
+from pipeline.stages.vad import SileroVad, VadSettings
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
 BACKENDS = ("pyannote", "embedding", "vad", "fixed")
 
 
-def segments_from_turns(turns: list[Turn], cfg: DictConfig) -> list[SegmentDraft]:
+@dataclass(frozen=True)
+class PyannoteSettings:
+    """A pyannote.audio `SpeakerDiarization` pipeline: hub id or a local folder with config.yaml."""
+    pipeline: str = "pyannote/speaker-diarization-community-1"
+    device: str = "cuda"
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """The offline `embedding` backend: GE2E chunks clustered at `cluster_threshold` (average-linkage cosine)."""
+    cluster_threshold: float = 0.75
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class DiarizeSettings:
+    """The `diarize` section: a backend, then the report's post-processing (§3.1) with its numbers: merge
+    clusters above `cluster_merge_threshold`, reassign `chunk_seconds` chunks below
+    `chunk_reassign_threshold` (a tail shorter than `min_last_chunk_seconds` joins the chunk before it),
+    merge segments up to `max_segment_seconds` across silences up to `max_gap_seconds`; segments shorter
+    than `min_segment_seconds` are rejected (too_short). Similarities are cosines, times seconds."""
+    backend: str = "pyannote"
+    pyannote: PyannoteSettings = field(default_factory=PyannoteSettings)
+    vad: VadSettings = field(default_factory=VadSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    cluster_merge_threshold: float = 0.6
+    chunk_seconds: float = 1.5
+    min_last_chunk_seconds: float = 0.75
+    chunk_reassign_threshold: float = 0.5
+    max_segment_seconds: float = 27.0
+    max_gap_seconds: float = 2.0
+    min_segment_seconds: float = 1.0
+
+    @property
+    def device(self) -> str | None:
+        """Where this backend's model runs (None: no model that could use a GPU)."""
+        return {"pyannote": self.pyannote.device, "embedding": self.embedding.device}.get(self.backend)
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.backend not in BACKENDS:
+            problems.append(f"diarize.backend={self.backend!r} is not available; choose one of {', '.join(BACKENDS)}")
+        for name in ("cluster_merge_threshold", "chunk_reassign_threshold", "embedding.cluster_threshold"):
+            value = self.embedding.cluster_threshold if name.startswith("embedding") else getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                problems.append(f"diarize.{name}={value:g} is not a cosine similarity in [-1, 1]")
+        if not 0 < self.min_segment_seconds <= self.max_segment_seconds:
+            problems.append("diarize: need 0 < min_segment_seconds <= max_segment_seconds")
+        if self.max_gap_seconds < 0 or self.chunk_seconds <= 0 or self.min_last_chunk_seconds < 0:
+            problems.append("diarize: max_gap_seconds and min_last_chunk_seconds must be >= 0 and chunk_seconds > 0")
+        if self.backend == "pyannote":
+            problem = model_folder_problem("diarize.pyannote.pipeline", self.pyannote.pipeline, "config.yaml",
+                                           "pyannote pipeline folder")
+            problems += [problem] if problem else []
+        problems += self.vad.problems("diarize.vad")  # the quality stage's speech ratio uses it too
+        return problems
+
+
+DIARIZE_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=1, num_gpus=1, memory_mb=6144)
+
+
+def segments_from_turns(turns: list[Turn], cfg: DiarizeSettings) -> list[SegmentDraft]:
     """Merge adjacent same-speaker turns (27 s / 2 s), keep parts within the maximum, and mark the ones
     shorter than the minimum as rejected (recorded, not silently dropped)."""
     merged = merge_segments(split_long_turns(turns, cfg.max_segment_seconds), cfg.max_segment_seconds,
@@ -43,7 +105,7 @@ def segments_from_turns(turns: list[Turn], cfg: DictConfig) -> list[SegmentDraft
 
 
 def postprocess_speakers(chunks: list[Turn], embeddings: np.ndarray, representatives: dict[str, np.ndarray],
-                         cfg: DictConfig) -> list[Turn]:
+                         cfg: DiarizeSettings) -> list[Turn]:
     """The report's chain on labelled chunks: merge clusters whose representatives are similar,
     reassign chunks at dissimilar adjacent pairs, join what touches; speakers renamed S0, S1, ... by first
     appearance. Representatives that are not finite (a model's empty cluster) take no part in merging."""
@@ -57,7 +119,7 @@ def postprocess_speakers(chunks: list[Turn], embeddings: np.ndarray, representat
     return join_contiguous(relabel(chunks, order))
 
 
-def label_speakers(chunks: list[Turn], embeddings: np.ndarray, cfg: DictConfig) -> list[Turn]:
+def label_speakers(chunks: list[Turn], embeddings: np.ndarray, cfg: DiarizeSettings) -> list[Turn]:
     """Speaker turns from unlabelled embedded chunks: average-linkage clustering, then the report's chain."""
     if not chunks:
         return []
@@ -70,7 +132,7 @@ def label_speakers(chunks: list[Turn], embeddings: np.ndarray, cfg: DictConfig) 
 class DiarizeStage(Stage):
     name = "diarize"
 
-    def __init__(self, cfg: DictConfig, sample_rate: int):
+    def __init__(self, cfg: DiarizeSettings, sample_rate: int):
         self.cfg, self.sample_rate = cfg, sample_rate
 
     def setup(self) -> None:

@@ -6,20 +6,52 @@ either 1:1, as the report does. The model comes from a local demucs repo folder 
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
-from omegaconf import DictConfig
 
+from pipeline.capacity import PoolResources
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork
+
+
+@dataclass(frozen=True)
+class EnhanceSettings:
+    """The `enhance` section: demucs `model` (bag name or signature) from `repo` (a local folder with
+    `<sig>.th` and `<name>.yaml`; None: demucs' remote), its `stem`, on `device`; `shifts` and `overlap`
+    trade quality for speed."""
+    enabled: bool = True
+    model: str = "htdemucs"
+    repo: Optional[str] = None
+    stem: str = "vocals"
+    device: str = "cuda"
+    shifts: int = 0
+    overlap: float = 0.25
+    torch_threads: int = 4
+
+    def problems(self) -> list[str]:
+        if not self.enabled:
+            return []
+        problems = []
+        if self.repo is not None:
+            repo = Path(self.repo)
+            if not ((repo / f"{self.model}.yaml").is_file() or list(repo.glob(f"{self.model}*.th"))):
+                problems.append(f"enhance.repo: no demucs model {self.model!r} ({self.model}.yaml or "
+                                f"{self.model}.th) in {repo}")
+        if not 0 <= self.overlap < 1 or self.shifts < 0 or self.torch_threads < 1:
+            problems.append("enhance: need 0 <= overlap < 1, shifts >= 0 and torch_threads >= 1")
+        return problems
+
+
+ENHANCE_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=2, num_gpus=1, memory_mb=8192)
 
 
 class EnhanceStage(Stage):
     name = "enhance"
 
-    def __init__(self, cfg: DictConfig, sample_rate: int):
+    def __init__(self, cfg: EnhanceSettings, sample_rate: int):
         self.cfg, self.sample_rate = cfg, sample_rate
 
     def setup(self) -> None:

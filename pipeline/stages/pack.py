@@ -4,14 +4,18 @@ relative to the source."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
+from pipeline.capacity import TaskResources
 from pipeline.shards.schema import (
     AudioInfo, FailedRecord, PipelineInfo, RejectedRecord, SegmentRecord, TokenInfo, printable, segment_key,
 )
 from pipeline.shards.writer import EncodedSample, SegmentSample, encode_sample
-from pipeline.stages.work import RecordingWork
+from pipeline.stages.work import RecordingWork, SegmentDraft
+
+
+PACK_RESOURCES = TaskResources(num_cpus=1, memory_mb=2048)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,16 @@ class PackedRecording:
     @property
     def outcome(self) -> str:
         return "failed" if self.failure else ("committed" if self.samples else "rejected")
+
+
+# What the stages label a segment with and the record keeps as it is: every field the two share by name,
+# less those pack derives (times relative to the source, tokens as a count): a label added to both flows through.
+_DERIVED = {"start", "end", "words", "tokens"}
+_LABELS = tuple(sorted({f.name for f in fields(SegmentDraft)} & {f.name for f in fields(SegmentRecord)} - _DERIVED))
+
+
+def labels_of(segment: SegmentDraft) -> dict:
+    return {name: getattr(segment, name) for name in _LABELS}
 
 
 def pack_recording(work: RecordingWork, pipeline: PipelineInfo) -> PackedRecording:
@@ -61,11 +75,10 @@ def _pack(work: RecordingWork, pipeline: PipelineInfo) -> PackedRecording:
         first, last = round(seg.start * sr), round(seg.end * sr)
         start, end = work.offset + first / sr, work.offset + last / sr
         record = SegmentRecord(
-            recording_id=work.recording_id, source=work.source, segment_index=index, start=start, end=end,
-            gap_before=None if previous_end is None else max(0.0, start - previous_end), speaker=seg.speaker,
-            language=seg.language, language_prob=seg.language_prob, text=seg.text, asr=seg.asr,
+            **labels_of(seg), recording_id=work.recording_id, source=work.source, segment_index=index,
+            start=start, end=end, gap_before=None if previous_end is None else max(0.0, start - previous_end),
             words=tuple(replace(w, start=w.start + work.offset, end=w.end + work.offset) for w in seg.words),
-            quality=seg.quality, audio=AudioInfo(sr, last - first, has_enhanced=work.enhanced is not None),
+            audio=AudioInfo(sr, last - first, has_enhanced=work.enhanced is not None),
             tokens=None if seg.tokens is None else TokenInfo(count=len(seg.tokens), model=seg.token_model),
             pipeline=pipeline)
         previous_end = end

@@ -4,17 +4,60 @@ and metrics; a threshold set to null in the config is not applied."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
-from omegaconf import DictConfig
 
 from pipeline.audio import frame_energy_db
+from pipeline.capacity import PoolResources
 from pipeline.shards.schema import Quality
 from pipeline.stages.base import Stage
-from pipeline.stages.vad import SileroVad
+from pipeline.stages.vad import SileroVad, VadSettings
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Segments outside these are rejected with the reason; None: not applied. DNSMOS on its 1-5 scale,
+    SNR in dB, speech ratio in 0-1, durations in seconds."""
+    min_dnsmos_ovrl: Optional[float] = 2.5
+    min_snr_db: Optional[float] = 10.0
+    min_speech_ratio: Optional[float] = 0.5
+    min_chars_per_sec: Optional[float] = 2.0
+    max_chars_per_sec: Optional[float] = 30.0
+    min_avg_logprob: Optional[float] = -1.0
+    max_no_speech_prob: Optional[float] = 0.6
+    min_duration: Optional[float] = 1.0
+    max_duration: Optional[float] = 30.0
+
+    def problems(self) -> list[str]:
+        problems = []
+        for low, high in (("min_chars_per_sec", "max_chars_per_sec"), ("min_duration", "max_duration")):
+            a, b = getattr(self, low), getattr(self, high)
+            if a is not None and b is not None and a > b:
+                problems.append(f"quality.limits.{low} > quality.limits.{high}")
+        for name, (low, high) in {"min_dnsmos_ovrl": (1, 5), "min_speech_ratio": (0, 1),
+                                  "max_no_speech_prob": (0, 1)}.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                problems.append(f"quality.limits.{name}={value:g} is outside [{low}, {high}]")
+        return problems
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """The `quality` section: metrics on every kept segment (DNSMOS P.835 through speechmos' ONNX weights
+    when `dnsmos`), then the `limits`."""
+    enabled: bool = True
+    dnsmos: bool = True
+    limits: QualityLimits = field(default_factory=QualityLimits)
+
+    def problems(self) -> list[str]:
+        return self.limits.problems() if self.enabled else []
+
+
+QUALITY_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=2, num_gpus=0, memory_mb=3072)
 
 
 def estimate_snr_db(audio: np.ndarray, sample_rate: int) -> float:
@@ -26,7 +69,7 @@ def estimate_snr_db(audio: np.ndarray, sample_rate: int) -> float:
     return float(np.percentile(levels, 95) - np.percentile(levels, 10))
 
 
-def filter_reasons(segment: SegmentDraft, q: Quality, limits: DictConfig) -> dict[str, float]:
+def filter_reasons(segment: SegmentDraft, q: Quality, limits: QualityLimits) -> dict[str, float]:
     """Which limits a segment breaks: {reason: value}. A limit of null is not applied."""
     checks = {
         "dnsmos_ovrl": (q.dnsmos_ovrl, limits.min_dnsmos_ovrl, None),
@@ -49,7 +92,7 @@ def filter_reasons(segment: SegmentDraft, q: Quality, limits: DictConfig) -> dic
 class QualityStage(Stage):
     name = "quality"
 
-    def __init__(self, cfg: DictConfig, vad_cfg: DictConfig, sample_rate: int):
+    def __init__(self, cfg: QualitySettings, vad_cfg: VadSettings, sample_rate: int):
         self.cfg, self.vad_cfg, self.sample_rate = cfg, vad_cfg, sample_rate
 
     def setup(self) -> None:

@@ -5,22 +5,47 @@ chunk batches. Tokens come from the original audio, the same ids whichever copy 
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
-from omegaconf import DictConfig
 
+from pipeline.capacity import PoolResources
+from pipeline.model_folders import model_folder_problem
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork
 
 TOKENIZER_SAMPLE_RATE = 16000
 
 
+@dataclass(frozen=True)
+class TokenizeSettings:
+    """The `tokenize` section: semantic tokens (`KEY.tok.npy`) for the trainer's discrete audio stream, from
+    `model` (hub id, or a local folder in the released layout) on `device`, `batch_size` 30 s chunks per
+    forward (the reference batches 128)."""
+    enabled: bool = True
+    model: str = "THUDM/glm-4-voice-tokenizer"
+    device: str = "cuda"
+    batch_size: int = 128
+    torch_threads: int = 4
+
+    def problems(self) -> list[str]:
+        if not self.enabled:
+            return []
+        problems = [p for p in [model_folder_problem("tokenize.model", self.model, "config.json",
+                                                     "semantic tokenizer folder")] if p]
+        if self.batch_size < 1 or self.torch_threads < 1:
+            problems.append("tokenize: batch_size and torch_threads must be >= 1")
+        return problems
+
+
+TOKENIZE_RESOURCES = PoolResources(concurrency=(1, 16), num_cpus=1, num_gpus=1, memory_mb=6144, batch_size=8)
+
+
 class TokenizeStage(Stage):
     name = "tokenize"
 
-    def __init__(self, cfg: DictConfig, sample_rate: int):
+    def __init__(self, cfg: TokenizeSettings, sample_rate: int):
         self.cfg, self.sample_rate = cfg, sample_rate
 
     def setup(self) -> None:

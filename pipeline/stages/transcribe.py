@@ -18,17 +18,79 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional
 
 import numpy as np
-from omegaconf import DictConfig
 
+from pipeline.capacity import PoolResources
+from pipeline.model_folders import model_folder_problem
 from pipeline.segment import punctuate_by_gaps
 from pipeline.shards.schema import AsrInfo, Word
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
-WHISPER_WINDOW_SAMPLES = 30 * 16000
+WHISPER_WINDOW_SAMPLES = 30 * 16000  # the working rate is pinned to 16 kHz (pipeline.config.WORKING_SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class ParaformerSettings:
+    """Mandarin through Paraformer-zh (report §3.1): FunASR `model` (hub id or a local folder with config.yaml,
+    model.pt, tokens.json, am.mvn; None: Whisper's text, with asr.note saying so) for `languages`,
+    `batch_size` clips per call, punctuated by pauses: a comma above `comma_gap`, a period above `period_gap`
+    seconds."""
+    model: Optional[str] = "paraformer-zh"
+    languages: List[str] = field(default_factory=lambda: ["zh"])
+    batch_size: int = 8
+    comma_gap: float = 0.5
+    period_gap: float = 1.0
+
+
+@dataclass(frozen=True)
+class TranscribeSettings:
+    """The `transcribe` section: faster-whisper `model` (hub id or a local CTranslate2 folder) on `device`
+    with `compute_type`; segments in `languages` are kept (report: English and Mandarin). `language` set
+    skips language id; English-only models record `english_only_language`. Word times come from the
+    wav2vec2 CTC model in `align_models` per language (None: no word times); `nltk_data` is a folder
+    holding tokenizers/punkt_tab for offline alignment."""
+    enabled: bool = True
+    model: str = "large-v3"
+    device: str = "cuda"
+    compute_type: str = "float16"
+    cpu_threads: int = 4
+    batch_size: int = 16
+    beam_size: int = 5
+    languages: List[str] = field(default_factory=lambda: ["en", "zh"])
+    english_only_language: str = "en"
+    language: Optional[str] = None
+    paraformer: ParaformerSettings = field(default_factory=ParaformerSettings)
+    align_models: Dict[str, Optional[str]] = field(
+        default_factory=lambda: {"en": "WAV2VEC2_ASR_BASE_960H", "zh": None})
+    nltk_data: Optional[str] = None
+
+    def problems(self) -> list[str]:
+        if not self.enabled:
+            return []
+        found = [model_folder_problem("transcribe.model", self.model, "model.bin", "CTranslate2 model folder")]
+        found += [model_folder_problem(f"transcribe.align_models.{language}", name, "config.json",
+                                       "wav2vec2 CTC folder")
+                  for language, name in self.align_models.items() if name]
+        if self.paraformer.model:
+            found.append(model_folder_problem("transcribe.paraformer.model", self.paraformer.model, "config.yaml",
+                                              "FunASR Paraformer folder"))
+        problems = [p for p in found if p]
+        if not 0 <= self.paraformer.comma_gap <= self.paraformer.period_gap:
+            problems.append("transcribe.paraformer: need 0 <= comma_gap <= period_gap (seconds of pause)")
+        if self.nltk_data and not os.path.isdir(os.path.join(self.nltk_data, "tokenizers", "punkt_tab")):
+            problems.append(f"transcribe.nltk_data: no tokenizers/punkt_tab under {self.nltk_data}")
+        if min(self.batch_size, self.beam_size, self.cpu_threads, self.paraformer.batch_size) < 1:
+            problems.append("transcribe: batch_size, beam_size, cpu_threads and paraformer.batch_size must be >= 1")
+        if not self.languages:
+            problems.append("transcribe.languages is empty: every segment would be rejected")
+        return problems
+
+
+TRANSCRIBE_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=2, num_gpus=1, memory_mb=8192)
 
 
 def load_paraformer(model: str, device: str, threads: int):
@@ -53,7 +115,7 @@ def paraformer_characters(result: dict, offset: float) -> list[tuple[str, float,
 class TranscribeStage(Stage):
     name = "transcribe"
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: TranscribeSettings):
         self.cfg = cfg
 
     def setup(self) -> None:

@@ -1,7 +1,27 @@
 """Silero VAD (real weights from the `silero-vad` package): speech regions of an audio array."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """Silero VAD (`diarize.vad`): speech probability `threshold`; silences shorter than `min_silence_ms`
+    do not split, speech shorter than `min_speech_ms` is dropped, regions widened by `speech_pad_ms`."""
+    threshold: float = 0.5
+    min_silence_ms: int = 300
+    min_speech_ms: int = 250
+    speech_pad_ms: int = 200
+
+    def problems(self, setting: str) -> list[str]:
+        problems = []
+        if not 0 < self.threshold < 1:
+            problems.append(f"{setting}.threshold={self.threshold:g} must be a probability in (0, 1)")
+        if min(self.min_silence_ms, self.min_speech_ms, self.speech_pad_ms) < 0:
+            problems.append(f"{setting}: min_silence_ms, min_speech_ms and speech_pad_ms must be >= 0")
+        return problems
 
 
 class SileroVad:
@@ -21,8 +41,7 @@ class SileroVad:
         self.sample_rate = sample_rate
 
     @classmethod
-    def from_config(cls, cfg, sample_rate: int) -> "SileroVad":
-        """From a `diarize.vad` config section: threshold, min_silence_ms, min_speech_ms, speech_pad_ms."""
+    def from_config(cls, cfg: VadSettings, sample_rate: int) -> "SileroVad":
         return cls(cfg.threshold, cfg.min_silence_ms, cfg.min_speech_ms, cfg.speech_pad_ms, sample_rate)
 
     def speech_regions(self, audio: np.ndarray) -> list[tuple[float, float]]:

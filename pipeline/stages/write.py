@@ -33,8 +33,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from pipeline.capacity import PoolResources
 from pipeline.shards.writer import ShardWriter
 from pipeline.stages.pack import PackedRecording
+
+
+@dataclass(frozen=True)
+class ShardTargets:
+    """The `shards` section: a shard is closed at the first recording that takes it past either target."""
+    target_bytes: int = 1 << 30
+    target_samples: int = 10000
+
+    def problems(self) -> list[str]:
+        return [f"shards.{name}={getattr(self, name)} must be a positive integer"
+                for name in ("target_bytes", "target_samples") if getattr(self, name) < 1]
+
+
+# each call's whole recordings become shards; batch_size recordings per call
+WRITE_RESOURCES = PoolResources(concurrency=(1, 16), num_cpus=1, memory_mb=4096, batch_size=8)
 
 
 @dataclass(frozen=True)

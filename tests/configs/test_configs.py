@@ -4,9 +4,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from jobs.cli import ConfigError, load_config
+from jobs.cli import ConfigError, load_config, load_settings
+from pipeline.config import CurateConfig
+from trainer.config import PretrainConfig, SftConfig
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
+SCHEMAS = {"curate": CurateConfig, "pretrain": PretrainConfig, "sft": SftConfig, "configs": None}
 
 
 def test_there_are_configs():
@@ -23,7 +26,7 @@ RUN_ARGUMENTS = {  # what each kind of job takes on the command line
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_and_leaves_only_the_run_arguments_open(path):
-    cfg = load_config(str(path))
+    cfg = load_config(str(path), schema=SCHEMAS[path.parent.name])
     assert OmegaConf.missing_keys(cfg) <= RUN_ARGUMENTS[path.parent.name]  # given on the command line
     OmegaConf.to_container(cfg, resolve=True)
 
@@ -34,7 +37,7 @@ def test_training_configs_name_a_model_preset_and_the_seven_tasks(path):
     from model.config import PRESETS
     from trainer.data.tasks import TASKS
 
-    cfg = load_config(str(path))
+    cfg = load_config(str(path), schema=SCHEMAS[path.parent.name])
     assert cfg.model.preset in PRESETS
     assert set(cfg.tasks) == set(TASKS) and sum(cfg.tasks.values()) > 0
     if path.parent.name == "pretrain":  # report Table 3, in its order
@@ -45,7 +48,7 @@ def test_demo_config_values():
     cfg = load_config("configs/demo.yaml", ["recordings=2", "curate.overrides=[quality.dnsmos=false]"])
     assert cfg.recordings == 2 and list(cfg.curate.overrides) == ["quality.dnsmos=false"]
     assert len(cfg.speakers) >= 2 and cfg.turns_per_recording[0] <= cfg.turns_per_recording[1]
-    curate_cfg = load_config(cfg.curate.config, ["output=x", *cfg.curate.overrides])
+    curate_cfg = load_settings(CurateConfig, cfg.curate.config, ["output=x", *cfg.curate.overrides])
     assert curate_cfg.quality.dnsmos is False
 
 
@@ -61,12 +64,12 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     from jobs.curate_checks import validate
 
     models = build_all(tmp_path / "models")
-    demo = load_config("configs/curate/demo.yaml", [*curate_overrides(models), "output=x"])
+    demo = load_settings(CurateConfig, "configs/curate/demo.yaml", [*curate_overrides(models), "output=x"])
     validate(demo)
     # an autoscaling pool: its minimum must fit this machine, its maximum need not
-    validate(load_config("configs/curate/demo.yaml", [*curate_overrides(models), "output=x",
-                                                      "resources.quality.concurrency=[1,9]"]))
-    default = load_config("configs/curate/default.yaml", ["input=x", "output=y"])
+    validate(load_settings(CurateConfig, "configs/curate/demo.yaml", [*curate_overrides(models), "output=x",
+                                                                     "resources.quality.concurrency=[1,9]"]))
+    default = load_settings(CurateConfig, "configs/curate/default.yaml", ["input=x", "output=y"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # GPU stages: a cluster's capacity is checked once attached
     validate(default)  # hub ids are fine with network
@@ -102,8 +105,79 @@ def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # so a hub id passes and only the bad setting is refused
-    cfg = load_config("configs/curate/demo.yaml", ["transcribe.model=tiny.en", "enhance.repo=null",
-                                                   "transcribe.align_models.en=null", "transcribe.nltk_data=null",
-                                                   override])
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", [
+        "transcribe.model=tiny.en", "enhance.repo=null", "transcribe.align_models.en=null",
+        "transcribe.nltk_data=null", override])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_the_production_config_is_the_code_defaults():
+    """configs/curate/default.yaml documents the defaults that live in the stage modules: the two agree."""
+    import dataclasses
+
+    from_file = load_settings(CurateConfig, "configs/curate/default.yaml", ["input=x", "output=y"])
+    from_code = OmegaConf.to_object(OmegaConf.structured(CurateConfig(input="x", output="y")))
+    assert dataclasses.asdict(from_file) == dataclasses.asdict(from_code)
+    assert from_file.tokenize.enabled  # the trainer needs semantic tokens
+    assert all(r.num_gpus >= 1 for stage, r in from_file.pools().items() if stage in from_file.stage_devices()
+               and from_file.stage_devices()[stage].startswith("cuda"))
+
+
+def test_unknown_keys_and_wrong_types_are_all_named_at_once(tmp_path, capsys):
+    from jobs.cli import parse_job_args
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: " + str(Path("configs/curate/demo.yaml").resolve()) + "\n"
+                      "diarize: {cluster_merge_treshold: 0.7}\nquality: {limits: {min_snr_db: loud}}\n")
+    with pytest.raises(SystemExit) as exit_:
+        parse_job_args("curate", CurateConfig, ["--config", str(config), "shards.target_bytes=abc",
+                                                "transcribe.beam_size=1.5", "outptu=x"], name="curate")
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    for setting in ("diarize.cluster_merge_treshold: unknown setting", "quality.limits.min_snr_db='loud'",
+                    "shards.target_bytes='abc'", "transcribe.beam_size=1.5", "outptu: unknown setting"):
+        assert sum(setting in line for line in lines) == 1, (setting, lines)
+    assert all(line.startswith("curate: error: ") for line in lines)
+
+
+def test_every_problem_of_a_curation_config_is_printed_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from jobs import curate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # hub ids pass: only the problems below are refused
+    output = tmp_path / "out"
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", [
+        "enhance.repo=null", "transcribe.align_models.en=null", "transcribe.nltk_data=null",
+        "transcribe.paraformer.model=paraformer-zh", "tokenize.model=THUDM/glm-4-voice-tokenizer",
+        f"output={output}", "sample_rate=22050", "diarize.cluster_merge_threshold=1.5",
+        "resources.diarize.num_gpus=1", "quality.limits.min_duration=50", "transcribe.model=/nonexistent/whisper",
+        "shards.target_samples=0", "decode.split_search_seconds=-1", "tokenize.device=cuda"])
+    assert curate.main(cfg) == 2
+    lines = capsys.readouterr().err.splitlines()
+    for message in ("sample_rate=22050: the model stages work at 16000 Hz",
+                    "diarize.cluster_merge_threshold=1.5 is not a cosine similarity",
+                    "diarize: resources.diarize.num_gpus=1 but the model runs on cpu",
+                    "quality.limits.min_duration > quality.limits.max_duration",
+                    "transcribe.model: no CTranslate2 model folder at /nonexistent/whisper",
+                    "shards.target_samples=0 must be a positive integer",
+                    "decode.split_search_seconds=-1 must be >= 0",
+                    "tokenize: device cuda but resources.tokenize.num_gpus=0"):
+        assert sum(message in line for line in lines) == 1, (message, lines)
+    assert all(line.startswith("curate: error: ") for line in lines) and len(lines) == 8
+    assert not output.exists()  # nothing written, no Ray started
+    assert "ray" not in __import__("sys").modules or not __import__("ray").is_initialized()
+
+
+def test_every_problem_of_a_training_config_is_named_before_the_model(tmp_path):
+    from trainer.checks import run_problems
+
+    cfg = load_settings(PretrainConfig, "configs/pretrain/tiny.yaml", [
+        f"run_dir={tmp_path / 'run'}", f"data.dataset={tmp_path / 'nowhere'}", f"data.text_tokenizer={tmp_path}",
+        f"model.whisper={tmp_path}", "data.micro_batch_rows=0", "optim.min_lr=0.1", "model.spec=fast",
+        "tasks.asrr=1", "parallel.tensor=3", "data.enhanced_fraction=2", "train.loss_normalisation=sum"])
+    problems = run_problems(cfg, world_size=2)
+    for message in ("data.micro_batch_rows=0 must be >= 1", "optim: need 0 <= min_lr <= lr", "model.spec='fast'",
+                    "tasks: unknown task(s) asrr", "2 processes do not divide into tensor x pipeline = 3 x 1",
+                    "data.enhanced_fraction=2.0 must be in [0, 1]", "train.loss_normalisation='sum'",
+                    "no such dataset"):
+        assert sum(message in p for p in problems) == 1, (message, problems)

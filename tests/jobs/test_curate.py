@@ -371,15 +371,13 @@ def test_an_output_that_is_not_a_dataset_of_ours_is_never_touched(spoken_inputs,
 
 
 def test_config_hash_covers_what_changes_the_data():
-    from omegaconf import OmegaConf
-
-    from jobs.cli import load_config
-    from jobs.curate import provenance_settings
+    from jobs.cli import load_settings
+    from pipeline.config import CurateConfig, provenance_settings
     from pipeline.shards import PipelineInfo
 
     def config_hash(*overrides: str) -> str:
-        cfg = load_config("configs/curate/demo.yaml", ["input=a", "output=b", *overrides])
-        return PipelineInfo.for_config("v", provenance_settings(OmegaConf.to_container(cfg, resolve=True))).config_hash
+        cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=a", "output=b", *overrides])
+        return PipelineInfo.for_config("v", provenance_settings(cfg)).config_hash
 
     same = config_hash()
     assert config_hash("output=/elsewhere", "input=/other", "resources.transcribe.concurrency=4",

@@ -3,14 +3,12 @@ as a whole-file decode; skipped sessions; failures recorded."""
 import numpy as np
 import pytest
 import soundfile as sf
-from omegaconf import OmegaConf
 
 from pipeline.audio import decode_audio_file
 from pipeline.shards.schema import recording_id_for
-from pipeline.stages.decode import decode_sessions
+from pipeline.stages.decode import DecodeSettings, decode_sessions
 
-CFG = OmegaConf.create(dict(max_session_minutes=1.0, split_search_seconds=20, scan_block_seconds=7.3,
-                            loudness_target_dbfs=-23, loudness_gate_db=40, max_gain_db=30))
+CFG = DecodeSettings(max_session_minutes=1.0, split_search_seconds=20, scan_block_seconds=7.3)
 
 
 @pytest.fixture(scope="module")

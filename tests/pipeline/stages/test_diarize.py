@@ -5,7 +5,8 @@ import pytest
 from pyannote.core import Annotation, Segment
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from jobs.cli import load_config
+from jobs.cli import load_settings
+from pipeline.config import CurateConfig
 from pipeline.stages.diarize import DiarizeStage
 from pipeline.stages.work import RecordingWork
 from pipeline.synthetic import make_dialog
@@ -22,7 +23,7 @@ def dialog():
 
 
 def diarize(dialog, *overrides):
-    cfg = load_config("configs/curate/demo.yaml", ["output=x", *overrides])
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["output=x", *overrides])
     stage = DiarizeStage(cfg.diarize, 16000)
     stage.setup()
     return cfg, stage.process(RecordingWork(source="x.wav", recording_id="0123456789abcdef", audio=dialog.audio))
@@ -55,7 +56,7 @@ def test_vad_backend_labels_one_speaker_and_merges_turns(dialog):
 def test_silence_is_rejected_whole():
     import numpy as np
 
-    cfg = load_config("configs/curate/demo.yaml", ["output=x"])
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["output=x"])
     stage = DiarizeStage(cfg.diarize, 16000)
     stage.setup()
     out = stage.process(RecordingWork(source="s.wav", recording_id="0123456789abcdef",

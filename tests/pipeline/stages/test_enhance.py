@@ -1,10 +1,9 @@
 """The enhancement stage through demucs' own loader, on a tiny random HTDemucs repo folder."""
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from jobs.build_models import DEMUCS_TINY_BAG, build_demucs_tiny
-from pipeline.stages.enhance import EnhanceStage
+from pipeline.stages.enhance import EnhanceSettings, EnhanceStage
 from pipeline.stages.work import RecordingWork
 
 
@@ -14,9 +13,8 @@ def repo(tmp_path_factory):
 
 
 def stage(repo, **changes):
-    cfg = {**dict(model=DEMUCS_TINY_BAG, repo=str(repo), stem="vocals", device="cpu", shifts=0, overlap=0.25,
-                  torch_threads=1), **changes}
-    s = EnhanceStage(OmegaConf.create(cfg), 16000)
+    cfg = {**dict(model=DEMUCS_TINY_BAG, repo=str(repo), device="cpu", torch_threads=1), **changes}
+    s = EnhanceStage(EnhanceSettings(**cfg), 16000)
     s.setup()
     return s
 

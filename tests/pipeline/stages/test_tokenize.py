@@ -1,12 +1,11 @@
 """The tokenize stage with the real tokenizer code on a tiny random folder in the released layout."""
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from jobs.build_models import build_semantic_tokenizer_tiny
 from model.semantic_tokenizer import SemanticTokenizer
 from pipeline.shards.schema import expected_token_count
-from pipeline.stages.tokenize import TokenizeStage
+from pipeline.stages.tokenize import TokenizeSettings, TokenizeStage
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
 
@@ -22,7 +21,7 @@ def test_each_kept_segment_gets_the_tokens_of_its_own_audio(folder):
                 SegmentDraft(4.2, 35.7, "A"))
     works = [RecordingWork(source=f"{i}.wav", recording_id=f"{i:016d}", audio=audio[i * 8000:], segments=segments)
              for i in range(2)]
-    stage = TokenizeStage(OmegaConf.create(dict(model=str(folder), device="cpu", batch_size=3, torch_threads=1)),
+    stage = TokenizeStage(TokenizeSettings(model=str(folder), device="cpu", batch_size=3, torch_threads=1),
                           16000)
     stage.setup()
     done = stage.process_batch(works)

@@ -2,17 +2,17 @@
 wav2vec2 CTC folder, and Mandarin through FunASR on a tiny random paraformer-zh folder (the real loading,
 alignment and decoding code; the Paraformer text and the word times are meaningless)."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from jobs.build_models import (
     PARAFORMER_CHARS, build_nltk_punkt_tab, build_paraformer_tiny, build_wav2vec2_ctc_tiny, build_whisper_tiny_en,
 )
 from pipeline.segment import punctuate_by_gaps
 from pipeline.shards.schema import AsrInfo
-from pipeline.stages.transcribe import TranscribeStage
+from pipeline.stages.transcribe import ParaformerSettings, TranscribeSettings, TranscribeStage
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 from pipeline.synthetic import make_dialog
 
@@ -31,12 +31,11 @@ def models(tmp_path_factory):
 
 
 def make_stage(models, **changes) -> TranscribeStage:
-    cfg = OmegaConf.create(dict(
-        enabled=True, model=models["whisper"], device="cpu", compute_type="int8", cpu_threads=2,
-        batch_size=2, beam_size=1, languages=["en", "zh"], english_only_language="en", language=None,
+    cfg = TranscribeSettings(
+        model=models["whisper"], device="cpu", compute_type="int8", cpu_threads=2, batch_size=2, beam_size=1,
         align_models={"en": models["align_en"], "zh": None}, nltk_data=models["nltk_data"],
-        paraformer=dict(model=models["paraformer"], languages=["zh"], batch_size=2, comma_gap=0.5, period_gap=1.0)))
-    s = TranscribeStage(OmegaConf.merge(cfg, changes))
+        paraformer=ParaformerSettings(model=models["paraformer"], batch_size=2))
+    s = TranscribeStage(replace(cfg, **changes))
     s.setup()
     return s
 
@@ -80,11 +79,12 @@ def test_rejected_segments_are_left_alone(stage, dialog):
 
 
 def test_languages_outside_the_list_are_rejected(stage, dialog):
-    stage.cfg.languages = ["zh"]
+    settings = stage.cfg
+    stage.cfg = replace(settings, languages=["zh"])  # the loaded models stay
     try:
         out = stage.process(work_for(dialog))
     finally:
-        stage.cfg.languages = ["en", "zh"]
+        stage.cfg = settings
     assert all(s.rejection is not None and s.rejection.reason == "language" for s in out.segments)
     assert out.segments[0].rejection.metrics["language"] == "en"
 
@@ -110,7 +110,7 @@ def test_mandarin_goes_through_paraformer_with_character_times_and_pause_punctua
 
 
 def test_without_a_paraformer_model_mandarin_keeps_whisper_text_and_says_so(models, mandarin):
-    out = make_stage(models, language="zh", paraformer={"model": None}).process(work_for(mandarin))
+    out = make_stage(models, language="zh", paraformer=ParaformerSettings(model=None)).process(work_for(mandarin))
     for segment in out.segments:
         assert segment.asr.model == "whisper-tiny.en-ct2"
         assert segment.asr.note == "zh through Whisper: no Paraformer model configured"
