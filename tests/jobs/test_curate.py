@@ -21,7 +21,8 @@ from pipeline.shards.manifest import read_failed, read_manifest, read_rejected
 from pipeline.shards.schema import printable, recording_id_for
 from pipeline.shards.verify import verify_dataset
 from jobs.build_models import curate_overrides
-from tests.jobs.conftest import REPO, VENV_BIN, ray_env, write_silence
+from pipeline.synthetic import make_dialog
+from tests.jobs.conftest import DIALOG_LINES, REPO, VENV_BIN, ray_env, write_silence
 
 
 def curate_args(input_spec, output, models, *extra) -> list[str]:
@@ -204,6 +205,37 @@ def test_configuration_error_stops_before_any_work(ray_cluster, spoken_inputs, o
     assert result.returncode == 2
     assert "cosine similarity" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def production_on_this_machine(models: dict) -> list[str]:
+    """configs/curate/default.yaml run here: its model names resolved to the offline folders, its GPU stages
+    on the CPU, and pools small enough for the test cluster's 3 CPUs. Every threshold stays the production one."""
+    overrides = [*curate_overrides(models), "enhance.model=htdemucs_tiny", "transcribe.compute_type=int8"]
+    for stage in ("enhance", "diarize", "transcribe", "tokenize"):
+        device = "diarize.pyannote.device" if stage == "diarize" else f"{stage}.device"
+        overrides += [f"{device}=cpu", f"resources.{stage}.num_gpus=0"]
+    for stage in ("write", "enhance", "diarize", "transcribe", "quality", "tokenize"):
+        overrides += [f"resources.{stage}.concurrency=1", f"resources.{stage}.num_cpus=0.25",
+                      f"resources.{stage}.memory_mb=1024"]
+    return [*overrides, "resources.decode.num_cpus=0.25", "resources.pack.num_cpus=0.25",
+            "resources.decode.memory_mb=512", "resources.pack.memory_mb=512", "ray.progress_bars=false"]
+
+
+def test_the_production_config_curates_trainable_data(ray_cluster, offline_models, tmp_path):
+    from trainer.checks import dataset_problems
+
+    lines = DIALOG_LINES[0] + DIALOG_LINES[1]
+    dialog = make_dialog(lines, seed=7, noise_level=0.0)
+    sf.write(tmp_path / "dialog.wav", dialog.audio, dialog.sample_rate, subtype="PCM_16")
+    result = run_curate(ray_cluster, "-m", "jobs.curate", "--config", "configs/curate/default.yaml",
+                        f"input={tmp_path / 'dialog.wav'}", f"output={tmp_path / 'curated'}",
+                        *production_on_this_machine(offline_models))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    problems = []
+    found = dataset_problems(problems.append, "data.dataset", str(tmp_path / "curated"), readers=1)
+    assert problems == [] and found is not None  # committed samples, every one with semantic tokens
+    samples = list(iter_samples(tmp_path / "curated", audio="both"))
+    assert samples and all(s.tokens is not None and s.enhanced is not None and s.record.text for s in samples)
 
 
 def audio_hashes(dataset: Path | str) -> dict[str, str]:
