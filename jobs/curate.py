@@ -39,6 +39,9 @@ from pipeline.stages.write import WriteSettings
 from pipeline.summary import CurationSummary
 
 
+PROGRESS_EVERY_SECONDS = 10.0
+
+
 def stage_plans(cfg: CurateConfig) -> list[StagePlan]:
     """The model stages in order; each is built inside its Ray actor from its own settings."""
     r, sample_rate = cfg.resources, cfg.sample_rate
@@ -109,8 +112,12 @@ def main(cfg: CurateConfig) -> int:
                           target_samples=cfg.shards.target_samples, sample_rate=cfg.sample_rate,
                           storage_options=storage_options)
     try:
+        shown = started
         for outcome in curate_stream(cfg, todo, stage_plans(cfg), pipeline, write):
             summary.add(outcome)
+            if time.perf_counter() - shown >= PROGRESS_EVERY_SECONDS:
+                shown = time.perf_counter()
+                print(summary.progress_line(shown - started), flush=True)
     except SchedulingError as e:
         write_dataset_info(layout, config, models, summary.to_dict())
         error(e)

@@ -18,19 +18,27 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from jobs.cli import parse_job_args
-from model.cpu_compat import cuda_tensors_on_cpu
-from model.parallel import init_parallel, shutdown_parallel
-from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from trainer.metrics import MetricsLog, SampleRecord, dataset_figures, dataset_metrics, print_dataset_summary
-from trainer.optim import build_training, freeze_whisper_for_this_step
-from trainer.build import build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder
-from trainer.checks import run_problems
-from trainer.config import PretrainConfig
-from trainer.data.reshard import reader_count, resumed_loader_state
-from trainer.data.stream import DataError, DatasetSpec, dataset_shards
-from trainer.data.tasks import TASKS
-from trainer.step import collective_device, forward_backward
+from trainer.console import missing_accelerations, quiet_library_notices
+
+quiet_library_notices()  # first: megatron-core and torch announce what this machine lacks as they are imported
+
+from jobs.cli import parse_job_args  # noqa: E402
+from model.cpu_compat import cuda_tensors_on_cpu  # noqa: E402
+from model.parallel import init_parallel, shutdown_parallel  # noqa: E402
+from trainer.build import (  # noqa: E402
+    build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder,
+)
+from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint  # noqa: E402
+from trainer.checks import run_problems  # noqa: E402
+from trainer.config import PretrainConfig  # noqa: E402
+from trainer.data.reshard import reader_count, resumed_loader_state  # noqa: E402
+from trainer.data.stream import DataError, DatasetSpec, dataset_shards  # noqa: E402
+from trainer.data.tasks import TASKS  # noqa: E402
+from trainer.metrics import (  # noqa: E402
+    MetricsLog, SampleRecord, dataset_figures, dataset_metrics, print_dataset_summary,
+)
+from trainer.optim import build_training, freeze_whisper_for_this_step  # noqa: E402
+from trainer.step import collective_device, forward_backward  # noqa: E402
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:
@@ -94,6 +102,14 @@ def train(cfg: PretrainConfig, job: str) -> int:
         raise SystemExit(f"train.global_batch_rows={t.global_batch_rows} is not a multiple of micro_batch_rows x "
                          f"data parallel ({cfg.data.micro_batch_rows} x {dp_size})")
 
+    if rank0:
+        p = cfg.parallel
+        print(f"{job}: {dist.get_world_size()} process(es) = tensor {p.tensor} x pipeline {p.pipeline} x data "
+              f"{dp_size}; model {cfg.model.preset}; {t.steps} steps of {t.global_batch_rows} rows x "
+              f"{cfg.data.seq_len} tokens", flush=True)
+        missing = missing_accelerations()
+        if missing and not torch.cuda.is_available():
+            print(f"{job}: on CPU without {' or '.join(missing)}: megatron-core's local implementations", flush=True)
     model = build_run_model(cfg)
     training = build_training(model, cfg.optim, t.steps)
     ids, encode = special_ids(cfg, model.cfg), text_encoder(cfg.data.text_tokenizer)

@@ -1,13 +1,42 @@
 """Process groups for megatron-core: under torchrun (env://) or a single local process, GPU or CPU."""
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import socket
+import sys
+import tempfile
 
 import torch
 import torch.distributed as dist
 
 from model.cpu_compat import apply_cpu_compat
+
+_GLOO_CONNECTED = b"[Gloo] Rank "
+
+
+@contextlib.contextmanager
+def without_gloo_connection_lines():
+    """gloo prints `[Gloo] Rank r is connected to n peer ranks` to stdout from C++ for every process group
+    (megatron makes dozens), and no log level reaches it: the block runs with fd 1 on a temp file, and
+    every other line is passed on afterwards."""
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            libc.fflush(None)  # C++ streams buffer in C stdio: out to the temp file before fd 1 is restored
+            os.dup2(saved, 1)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True) if not line.startswith(_GLOO_CONNECTED)]
+            sys.stdout.write(b"".join(kept).decode(errors="replace"))
+            sys.stdout.flush()
 
 
 def _free_port() -> int:
@@ -22,9 +51,18 @@ def init_parallel(tensor_parallel: int = 1, pipeline_parallel: int = 1, seed: in
     Without torchrun's environment it starts a one-process group on localhost, so conversion scripts
     and tests run as plain Python.
     """
-    from megatron.core import parallel_state, tensor_parallel as mcore_tp
+    from megatron.core import tensor_parallel as mcore_tp
 
     on_cpu = apply_cpu_compat()
+    with without_gloo_connection_lines():
+        _init_groups(tensor_parallel, pipeline_parallel, on_cpu)
+    torch.manual_seed(seed)
+    mcore_tp.model_parallel_cuda_manual_seed(seed)
+
+
+def _init_groups(tensor_parallel: int, pipeline_parallel: int, on_cpu: bool) -> None:
+    from megatron.core import parallel_state
+
     if not dist.is_initialized():
         if not on_cpu:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -38,8 +76,6 @@ def init_parallel(tensor_parallel: int = 1, pipeline_parallel: int = 1, seed: in
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tensor_parallel,
                                              pipeline_model_parallel_size=pipeline_parallel)
-    torch.manual_seed(seed)
-    mcore_tp.model_parallel_cuda_manual_seed(seed)
 
 
 def is_rank0() -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
@@ -196,7 +197,9 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
     init_ray(cfg)
     wait_for_capacity(cfg)
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = cfg.ray.progress_bars
+    # bars on a terminal; elsewhere (logs, `ray job submit`) Ray Data would log a block per operator every 10 s,
+    # and the driver prints its own progress lines instead
+    context.enable_progress_bars = cfg.ray.progress_bars and sys.stdout.isatty()
     context.execution_options.preserve_order = False
     # Ray Data fills a block up to this size before it moves on; sessions are far bigger than a row of
     # ordinary data, so anything small makes each session travel alone and stream through the stages

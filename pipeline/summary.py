@@ -36,6 +36,13 @@ class CurationSummary:
         self.bytes_committed += outcome.bytes_written
         self.driver_bytes += len(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))  # as it travelled
 
+    def progress_line(self, elapsed_seconds: float) -> str:
+        """One line of how far the job has come, for the console while it runs."""
+        done = sum(self.recordings.values())
+        counts = ", ".join(f"{self.recordings[k]} {k}" for k in ("committed", "rejected", "failed") if self.recordings[k])
+        return (f"curate: {done} recording(s) done ({counts or 'none yet'}), {self.hours_in * 60:.1f} min of audio, "
+                f"{self.segments} segments kept, {elapsed_seconds:.0f} s")
+
     @property
     def audio_hours_per_hour(self) -> float:
         return self.hours_in / (self.wall_seconds / 3600) if self.wall_seconds else 0.0

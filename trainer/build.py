@@ -6,7 +6,6 @@ from pathlib import Path
 import torch
 
 from model.config import model_preset
-from model.kimi_audio import build_model
 from trainer.config import DataSettings, DatasetEntry, PretrainConfig
 from trainer.data.loader import BatchLoader
 from trainer.data.stream import BlendStream, DatasetSpec
@@ -26,6 +25,7 @@ def parallel_ranks() -> tuple[int, int, bool]:
 def build_run_model(cfg: PretrainConfig):
     """The preset (or the init checkpoint's config) at this run's parallel layout, Whisper attached."""
     from model.checkpoint import load_checkpoint
+    from model.kimi_audio import build_model  # megatron-core: imported once the job has quieted its notices
     from model.whisper_features import WhisperFeatureEncoder
 
     p = cfg.parallel

@@ -106,6 +106,9 @@ def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spok
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout + result.stderr
     assert "curation summary" in result.stdout
+    # each operator named after its stage in Ray's plan; progress from the driver itself, not Ray's log blocks
+    assert all(f"MapBatches({stage})" in result.stdout for stage in ("diarize", "transcribe", "quality", "tokenize"))
+    assert "recording(s) done" in result.stdout and "logging_progress" not in result.stdout
 
     layout = DatasetLayout.of(dataset)
     checked, problems = verify_dataset(layout)

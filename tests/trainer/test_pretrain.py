@@ -67,6 +67,11 @@ def test_two_processes_train_and_the_loss_falls(uninterrupted):
     latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text()
     assert latest.name == "step-00000012" and sorted(p.name for p in (latest / "loader").iterdir()) == [
         "dp00000.json", "dp00001.json"]
+    # the console: the job's own lines, once, not the libraries' routine notices
+    assert result.stdout.count("pretrain: 2 process(es) = tensor 1 x pipeline 1 x data 2") == 1
+    assert "[Gloo]" not in result.stdout + result.stderr
+    for notice in ("not installed", "is deprecated", "ShardedTensor", "No CUDA runtime"):
+        assert notice not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
