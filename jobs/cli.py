@@ -85,9 +85,14 @@ def _merge_each(cfg: DictConfig, values: dict, prefix: str, origin: str) -> list
         except Exception as e:  # OmegaConf raises several error types for bad keys and values
             if node is None and not isinstance(e, (ValidationError, TypeError)):
                 problems.append(f"{setting}: unknown setting ({origin})")
+            elif (kind := _TYPE_NAMES.get(getattr(getattr(node, "_metadata", None), "ref_type", None))):
+                problems.append(f"{setting}={value!r} must be {kind} ({origin})")
             else:
                 problems.append(f"{setting}={value!r}: {_first_line(e)} ({origin})")
     return problems
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 def _load_untyped(path: str, overrides: Sequence[str]) -> DictConfig:

@@ -153,9 +153,9 @@ def wait_for_capacity(cfg: CurateConfig, say: Callable[[str], None] = print) -> 
         if not problems:
             return
         if time.monotonic() >= deadline:
-            raise SchedulingError("; ".join(problems) + f" (waited {cfg.ray.schedule_timeout_s} s for capacity)")
+            raise SchedulingError("; ".join(problems) + f" (waited {cfg.ray.schedule_timeout_s:g} s for capacity)")
         if not announced:
-            say(f"curate: waiting up to {cfg.ray.schedule_timeout_s} s for the cluster to hold the pools: "
+            say(f"curate: waiting up to {cfg.ray.schedule_timeout_s:g} s for the cluster to hold the pools: "
                 + "; ".join(problems))
             announced = True
         time.sleep(2)
