@@ -19,6 +19,7 @@ bench: setup
 	$(PY) -m bench.shards
 	$(PY) -m bench.curate
 	$(PY) -m bench.tokenize
+	$(PY) -m bench.quality
 	$(PY) -m bench.model
 	$(PY) -m bench.loader
 

@@ -51,7 +51,8 @@ def stage_plans(cfg: CurateConfig) -> list[StagePlan]:
     if cfg.transcribe.enabled:
         plans.append(StagePlan("transcribe", partial(TranscribeStage, cfg.transcribe), r.transcribe))
     if cfg.quality.enabled:
-        plans.append(StagePlan("quality", partial(QualityStage, cfg.quality, cfg.diarize.vad, sample_rate),
+        threads = max(1, int(r.quality.num_cpus))  # DNSMOS's onnxruntime threads: the CPUs the actor holds
+        plans.append(StagePlan("quality", partial(QualityStage, cfg.quality, cfg.diarize.vad, sample_rate, threads),
                                r.quality))
     if cfg.tokenize.enabled:
         plans.append(StagePlan("tokenize", partial(TokenizeStage, cfg.tokenize, sample_rate), r.tokenize))

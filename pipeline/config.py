@@ -81,6 +81,8 @@ class CurateConfig:
             devices["transcribe"] = self.transcribe.device
         if self.tokenize.enabled:
             devices["tokenize"] = self.tokenize.device
+        if self.quality.enabled and self.quality.dnsmos:
+            devices["quality"] = self.quality.device
         return devices
 
     def problems(self) -> list[str]:

@@ -39,7 +39,8 @@ class CurationSummary:
     def progress_line(self, elapsed_seconds: float) -> str:
         """One line of how far the job has come, for the console while it runs."""
         done = sum(self.recordings.values())
-        counts = ", ".join(f"{self.recordings[k]} {k}" for k in ("committed", "rejected", "failed") if self.recordings[k])
+        counts = ", ".join(f"{self.recordings[k]} {k}" for k in ("committed", "rejected", "failed")
+                           if self.recordings[k])
         return (f"curate: {done} recording(s) done ({counts or 'none yet'}), {self.hours_in * 60:.1f} min of audio, "
                 f"{self.segments} segments kept, {elapsed_seconds:.0f} s")
 

@@ -3,7 +3,6 @@ characters per second, ASR confidence and duration. Every drop is a segment reje
 and metrics; a threshold set to null in the config is not applied."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -13,6 +12,7 @@ from pipeline.audio import frame_energy_db
 from pipeline.capacity import PoolResources
 from pipeline.shards.schema import Quality
 from pipeline.stages.base import Stage
+from pipeline.stages.dnsmos import DnsmosScorer
 from pipeline.stages.vad import SileroVad, VadSettings
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
@@ -48,13 +48,23 @@ class QualityLimits:
 @dataclass(frozen=True)
 class QualitySettings:
     """The `quality` section: metrics on every kept segment (DNSMOS P.835 through speechmos' ONNX weights
-    when `dnsmos`), then the `limits`."""
+    when `dnsmos`, on `device`: cpu, or cuda through onnxruntime's CUDA provider), then the `limits`.
+    `dnsmos_hop_seconds`: 1 scores speechmos' own windows; a longer hop scores fewer (faster, a near score:
+    bench/quality.py prints both)."""
     enabled: bool = True
     dnsmos: bool = True
+    device: str = "cpu"
+    dnsmos_hop_seconds: float = 1.0
     limits: QualityLimits = field(default_factory=QualityLimits)
 
     def problems(self) -> list[str]:
-        return self.limits.problems() if self.enabled else []
+        if not self.enabled:
+            return []
+        problems = self.limits.problems()
+        if self.dnsmos_hop_seconds < 1 or self.dnsmos_hop_seconds != int(self.dnsmos_hop_seconds):
+            problems.append(f"quality.dnsmos_hop_seconds={self.dnsmos_hop_seconds:g} must be a whole number of "
+                            f"seconds >= 1 (1: speechmos' windows)")
+        return problems
 
 
 QUALITY_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=2, num_gpus=0, memory_mb=3072)
@@ -92,36 +102,32 @@ def filter_reasons(segment: SegmentDraft, q: Quality, limits: QualityLimits) -> 
 class QualityStage(Stage):
     name = "quality"
 
-    def __init__(self, cfg: QualitySettings, vad_cfg: VadSettings, sample_rate: int):
-        self.cfg, self.vad_cfg, self.sample_rate = cfg, vad_cfg, sample_rate
+    def __init__(self, cfg: QualitySettings, vad_cfg: VadSettings, sample_rate: int, threads: int = 1):
+        self.cfg, self.vad_cfg, self.sample_rate, self.threads = cfg, vad_cfg, sample_rate, threads
 
     def setup(self) -> None:
         self.vad = SileroVad.from_config(self.vad_cfg, self.sample_rate)
-        self.dnsmos = None
-        if self.cfg.dnsmos:
-            import speechmos.dnsmos as dnsmos_module
+        self.dnsmos = (DnsmosScorer(self.threads, self.cfg.device, hop_seconds=self.cfg.dnsmos_hop_seconds)
+                       if self.cfg.dnsmos else None)
 
-            models = os.path.join(os.path.dirname(dnsmos_module.__file__), "dnsmos_models")
-            self.dnsmos = dnsmos_module.DNSMOS(os.path.join(models, "sig_bak_ovr.onnx"),
-                                               os.path.join(models, "model_v8.onnx"))
-
-    def metrics(self, clip: np.ndarray, text: Optional[str]) -> Quality:
+    def metrics(self, clip: np.ndarray, text: Optional[str], mos: Optional[dict]) -> Quality:
         seconds = len(clip) / self.sample_rate
-        mos = {}
-        if self.dnsmos is not None:
-            mos = self.dnsmos(np.clip(clip, -1.0, 1.0), self.sample_rate, False)
         return Quality(
-            dnsmos_sig=float(mos["sig_mos"]) if mos else None, dnsmos_bak=float(mos["bak_mos"]) if mos else None,
-            dnsmos_ovrl=float(mos["ovrl_mos"]) if mos else None, snr_db=estimate_snr_db(clip, self.sample_rate),
+            dnsmos_sig=mos["sig"] if mos else None, dnsmos_bak=mos["bak"] if mos else None,
+            dnsmos_ovrl=mos["ovrl"] if mos else None, snr_db=estimate_snr_db(clip, self.sample_rate),
             speech_ratio=min(1.0, self.vad.speech_seconds(clip) / seconds),
             chars_per_sec=None if text is None else len(text.replace(" ", "")) / seconds)
 
     def process(self, work: RecordingWork) -> RecordingWork:
         sr, segments = work.sample_rate, list(work.segments)
-        for i, segment in enumerate(segments):
-            if segment.rejection is not None:
-                continue
-            quality = self.metrics(work.audio[round(segment.start * sr):round(segment.end * sr)], segment.text)
+        todo = [i for i, s in enumerate(segments) if s.rejection is None]
+        clips = {i: work.audio[round(segments[i].start * sr):round(segments[i].end * sr)] for i in todo}
+        # every kept segment's DNSMOS windows in one batched pass through the session
+        scores = ([None] * len(todo) if self.dnsmos is None
+                  else self.dnsmos.score([np.clip(clips[i], -1.0, 1.0) for i in todo]))
+        for i, mos in zip(todo, scores):
+            segment = segments[i]
+            quality = self.metrics(clips[i], segment.text, mos)
             broken = filter_reasons(segment, quality, self.cfg.limits)
             rejection = Rejection(self.name, ",".join(sorted(broken)), broken) if broken else None
             segments[i] = replace(segment, quality=quality, rejection=rejection)
