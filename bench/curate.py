@@ -2,13 +2,18 @@
 overhead with the model stages off, peak memory on a 2-hour input, and the writers on object storage.
 
     python -m bench.curate [--dialogs 4] [--long-hours 2] [--workdir bench_out/curate] [--long-only]
-                           [--no-storage]
+                           [--no-storage] [--node cpus=128,gpus=8]
 
 Figures are printed against references measured in the same run: real time (1x), a bare torchcodec
 decode of the same inputs, one writer against two, a local directory against a local S3 server.
 Targets: overhead path >= 200x real time per core (issue 3); peak memory on the 2-hour input < 4 GiB;
 bytes reaching the driver < 1% of the bytes committed; 2 writers >= 1.6x one; the overhead path
 writing to S3 >= 0.7x writing to a local directory (issue 11).
+
+The demo configuration's stage times also become a cost table: per stage, seconds of one actor per
+audio-hour, and the core- and GPU-seconds that is with the production config's resources per actor;
+from them, for the node shape `--node`, the throughput, the stage that bounds it and the pool sizes
+(`resources.<stage>.concurrency`) that keep every stage at its pace (pipeline.capacity.balance_node).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from jobs.build_models import curate_overrides, model_folders
 from jobs.cli import load_settings
 from pipeline.config import CurateConfig
 from pipeline.audio import decode_audio_file
+from pipeline.capacity import StageCost, balance_node
 from pipeline.ray_runner import init_ray
 from pipeline.shards import DatasetLayout
 from pipeline.synthetic import make_dialog
@@ -94,7 +100,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="bench_out/curate")
     parser.add_argument("--long-only", action="store_true", help="only the overhead path and peak memory")
     parser.add_argument("--no-storage", action="store_true", help="skip the writer and object-storage figures")
+    parser.add_argument("--node", default="cpus=128,gpus=8", help="node shape for the cost table")
     args = parser.parse_args()
+    node = {k: float(v) for k, v in (part.split("=") for part in args.node.split(","))}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = Path(args.workdir)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -108,7 +116,7 @@ def main() -> None:
         # is not the pipeline's overhead (the job's own scheduling and actor start-up are, and stay in)
         init_ray(load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=x", "output=x"]))
         if not args.long_only:
-            demo_configuration(workdir, models, args.dialogs, cores)
+            demo_configuration(workdir, models, args.dialogs, cores, node)
         long_wav = overhead_and_memory(workdir, models, args.long_hours, cores)
         if server is not None:
             writers_and_storage(workdir, models, long_wav, args.long_hours * 3600, server.bucket)
@@ -125,7 +133,7 @@ def build_models(out: Path) -> dict[str, Path]:
     return model_folders(out)
 
 
-def demo_configuration(workdir: Path, models: dict, dialogs: int, cores: int) -> None:
+def demo_configuration(workdir: Path, models: dict, dialogs: int, cores: int, node: dict) -> None:
     """Throughput of the demo configuration (every model stage on) and the time spent in each stage."""
     seconds = 0.0
     for i in range(dialogs):
@@ -138,6 +146,26 @@ def demo_configuration(workdir: Path, models: dict, dialogs: int, cores: int) ->
           f"({seconds / wall / cores:.2f}x per core, {cores} cores)")
     for stage, stage_seconds in summary["stage_seconds"].items():
         print(f"  {stage:<12} {stage_seconds:7.1f} s   {seconds / max(stage_seconds, 1e-9):8.1f}x real time")
+    cost_table(summary["stage_seconds"], seconds, node)
+
+
+def cost_table(stage_seconds: dict[str, float], audio_seconds: float, node: dict) -> None:
+    """Per stage: seconds of one actor per audio-hour here, core- and GPU-seconds with the production
+    resources per actor, and the node plan. Model stages ran on this machine's CPU: on GPUs they are faster,
+    so rerun this on the GPU machine for a GPU node's figures."""
+    production = load_settings(CurateConfig, "configs/curate/default.yaml", ["input=x", "output=x"])
+    costs = []
+    for stage, spent in stage_seconds.items():
+        r = getattr(production.resources, stage)
+        costs.append(StageCost(stage, spent * 3600 / audio_seconds, r.num_cpus, getattr(r, "num_gpus", 0.0)))
+    cpus, gpus = node.get("cpus", 0.0), node.get("gpus", 0.0)
+    plan = balance_node(costs, cpus, gpus)
+    print("\ncost per audio-hour (measured here, on CPU; resources per actor from configs/curate/default.yaml):")
+    print(f"  {'stage':<12} {'actor s':>9} {'core-s':>9} {'GPU-s':>8}   pool for cpus={cpus:g},gpus={gpus:g}")
+    for c in costs:
+        print(f"  {c.stage:<12} {c.seconds:9.0f} {c.core_seconds:9.0f} {c.gpu_seconds:8.0f}   {plan.pools[c.stage]:>5}")
+    print(f"  node cpus={cpus:g},gpus={gpus:g}: {plan.audio_hours_per_hour:.1f} audio-h per hour, bound by its "
+          f"{plan.bound_by} ({plan.bounding_stage} uses the most); pools: resources.<stage>.concurrency")
 
 
 def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: int) -> None:

@@ -9,6 +9,7 @@ an autoscaler to bring capacity before it stops with the demand and what the clu
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -155,3 +156,64 @@ def cluster_nodes(ray_nodes: list[dict]) -> list[NodeCapacity]:
     return [NodeCapacity(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
                          float(n["Resources"].get("memory", 0)))
             for n in ray_nodes if n.get("Alive")]
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """What one actor (or task) of a stage costs per audio-hour: `seconds` of its time, holding `cpus` and
+    `gpus` all along."""
+    stage: str
+    seconds: float
+    cpus: float
+    gpus: float = 0.0
+
+    @property
+    def core_seconds(self) -> float:
+        return self.seconds * self.cpus
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.seconds * self.gpus
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """A node's throughput with every pool sized to keep pace with the others: audio-hours per hour, the
+    resource and the stage that bound it, and each stage's pool size (actors, rounded up)."""
+    audio_hours_per_hour: float
+    bound_by: str                  # "cpus" or "gpus"
+    bounding_stage: str
+    pools: dict[str, int]
+
+
+def balance_node(costs: list[StageCost], cpus: float, gpus: float) -> NodePlan:
+    """At T audio-hours per hour a stage keeps `T x seconds / 3600` actors busy; the node holds them while
+    their CPUs (and GPUs) sum to at most its own. The largest T that fits is the node's throughput; the
+    stage holding the largest share of the scarce resource bounds it.
+
+    >>> balance_node([StageCost("asr", 90, 2, 1), StageCost("pack", 20, 1)], cpus=128, gpus=8).bound_by
+    'gpus'
+    """
+    demand = {"cpus": sum(c.core_seconds for c in costs), "gpus": sum(c.gpu_seconds for c in costs)}
+    have = {"cpus": cpus, "gpus": gpus}
+    limits = {r: 3600 * have[r] / demand[r] for r in demand if demand[r] > 0}
+    if not limits:
+        raise ValueError("no stage costs anything")
+    bound_by = min(limits, key=limits.get)
+    throughput = limits[bound_by]
+    share = (lambda c: c.core_seconds) if bound_by == "cpus" else (lambda c: c.gpu_seconds)
+    return NodePlan(throughput, bound_by, max(costs, key=share).stage, whole_pools(costs, throughput, cpus, gpus))
+
+
+def whole_pools(costs: list[StageCost], throughput: float, cpus: float, gpus: float) -> dict[str, int]:
+    """Whole actors per stage for `throughput`: each stage's busy actors rounded down (at least one), then
+    one more to the stages furthest behind while the node still holds it."""
+    wanted = {c.stage: throughput * c.seconds / 3600 for c in costs}
+    pools = {c.stage: max(1, math.floor(wanted[c.stage] + _EPSILON)) for c in costs}
+    free = {"cpus": cpus - sum(pools[c.stage] * c.cpus for c in costs),
+            "gpus": gpus - sum(pools[c.stage] * c.gpus for c in costs)}
+    for c in sorted(costs, key=lambda c: pools[c.stage] - wanted[c.stage]):
+        if pools[c.stage] < wanted[c.stage] and c.cpus <= free["cpus"] + _EPSILON and c.gpus <= free["gpus"] + _EPSILON:
+            pools[c.stage] += 1
+            free["cpus"], free["gpus"] = free["cpus"] - c.cpus, free["gpus"] - c.gpus
+    return pools
