@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYANNOTE_METRICS_ENABLED := 0
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench gpu-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,10 @@ bench: setup
 	$(PY) -m bench.quality
 	$(PY) -m bench.model
 	$(PY) -m bench.loader
+
+# On the first machine with NVIDIA GPUs: every CUDA path once, into gpu_check.json (bench/gpu_check.py).
+gpu-check: setup
+	$(PY) -m bench.gpu_check
 
 clean:
 	rm -rf demo_out bench_out models .pytest_cache

@@ -1,0 +1,306 @@
+"""`make gpu-check`: every CUDA path once, on the first machine with NVIDIA GPUs; one line per path.
+
+    python -m bench.gpu_check [--dry-run] [--out gpu_check.json] [--workdir bench_out/gpu_check] [--skip-install]
+
+Steps (each a process of its own, so one that crashes fails alone):
+- install: the `gpu` extra (Transformer Engine for torch 2.8, onnxruntime-gpu), what CPU runs do not need;
+- curation: the demo config with every model stage on `cuda` and a share of the GPU, on a generated
+  2-minute dialog; per-stage audio-seconds per second; the output verified;
+- tokenizer: the semantic tokenizer on CUDA in fp32 and bf16 (autocast): the fraction of ids equal to the
+  CPU fp32 result, audio-seconds per second at batch 1 and 32;
+- model: the `small` preset with the local and the Transformer Engine spec, fp32 and bf16: the first
+  step's loss of each against local fp32 (fp32 within 0.1%: the same math in another kernel order; bf16
+  within 2%: an 8-bit mantissa rounds each op by ~0.4%, and a random model's loss near ln(vocab) moves
+  by far less than 2% through a dozen layers);
+- mfu: `bench.model --mfu` (kimi_audio_1b, bf16) with the GPU's dense bf16 peak looked up by name;
+- trainer: torchrun on every visible GPU with NCCL, bf16 and the distributed optimizer, 20 steps with a
+  checkpoint at 10; then the same run stopped by SIGTERM after its checkpoint and resumed: losses of
+  steps 11-20 identical; with 2 or more GPUs also tensor parallel 2 and pipeline parallel 2.
+Each line goes to `--out` as {step: {passed, seconds, figure}}; the exit status is 1 when any failed.
+`--dry-run` builds every step's command and checks its configs on a CPU-only machine, touching no CUDA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# dense bf16 peak TFLOP/s by device-name fragment (vendor datasheets; SXM parts where there are two)
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0, "L4": 121.0,
+                    "A10": 125.0, "RTX 4090": 165.0, "V100": 125.0}
+GPU_SHARE = 0.2  # five model stages share one GPU in the curation step
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Step:
+    name: str
+    command: list[str]
+    timeout_s: int
+    configs: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (kind, file, overrides)
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((peak for part, peak in PEAK_BF16_TFLOPS.items() if part in device_name), None)
+
+
+def curation_overrides(models: dict) -> list[str]:
+    from jobs.build_models import curate_overrides
+
+    overrides = [*curate_overrides(models), "enhance.device=cuda", "diarize.embedding.device=cuda",
+                 "transcribe.device=cuda", "transcribe.compute_type=float16", "quality.device=cuda",
+                 "tokenize.device=cuda", "tokenize.batch_size=32", "ray.local_num_cpus=8", "ray.progress_bars=false"]
+    return overrides + [f"resources.{stage}.num_gpus={GPU_SHARE}"
+                        for stage in ("enhance", "diarize", "transcribe", "quality", "tokenize")]
+
+
+def training_overrides(workdir: Path, *extra: str) -> list[str]:
+    inputs = workdir / "inputs"
+    return [f"data.dataset={workdir / 'curated'}", f"data.text_tokenizer={inputs / 'text-tokenizer'}",
+            f"data.text_corpus=[{inputs / 'corpus.jsonl'}]", f"model.whisper={inputs / 'whisper'}",
+            "model.params_dtype=bfloat16", "train.steps=20", "train.save_every=10", "train.log_every=1",
+            "train.eval_every=0", "data.num_workers=0", *extra]
+
+
+def plan(workdir: Path, gpus: int, skip_install: bool) -> list[Step]:
+    py, models = sys.executable, workdir / "models"
+    from jobs.build_models import model_folders
+
+    curate = ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={workdir / 'raw'}",
+              f"output={workdir / 'curated'}", *curation_overrides(model_folders(models))]
+    steps = [] if skip_install else [Step("install", [py, "-m", "pip", "install", "-q", "-e", ".[gpu]"], 420)]
+    steps += [Step("curation", [py, "-m", "bench.gpu_check", "--step", "curation", "--workdir", str(workdir)], 240,
+                   [("curate", "configs/curate/demo.yaml", curate[5:])]),
+              Step("tokenizer", [py, "-m", "bench.gpu_check", "--step", "tokenizer", "--workdir", str(workdir)], 120),
+              Step("model", [py, "-m", "bench.gpu_check", "--step", "model", "--workdir", str(workdir)], 180),
+              Step("mfu", [py, "-m", "bench.model", "--mfu", "--batch", "4", "--seq", "2048", "--steps", "5"], 180)]
+    torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    pretrain = ["-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml"]
+    steps.append(Step("trainer", [py, "-m", "bench.gpu_check", "--step", "trainer", "--workdir", str(workdir),
+                                  "--gpus", str(gpus)], 300,
+                      [("pretrain", "configs/pretrain/tiny.yaml", [f"run_dir={workdir / 'runs' / 'dp'}",
+                                                                   *training_overrides(workdir)])]))
+    if gpus >= 2:
+        for name, layout in (("tp2", "parallel.tensor=2"), ("pp2", "parallel.pipeline=2")):
+            run_dir = workdir / "runs" / name
+            steps.append(Step(name, [*torchrun, "2", *pretrain, f"run_dir={run_dir}",
+                                     *training_overrides(workdir, layout, "train.steps=10")], 240,
+                              [("pretrain", "configs/pretrain/tiny.yaml",
+                                [f"run_dir={run_dir}", *training_overrides(workdir, layout, "train.steps=10")])]))
+    return steps
+
+
+def check_configs(step: Step, workdir: Path) -> list[str]:
+    """What the step's configs would be refused for, apart from this machine having no GPU and the model
+    folders and data under `workdir` that the steps themselves make."""
+    from jobs.cli import ConfigError, load_settings
+    from pipeline.config import CurateConfig
+    from trainer.config import PretrainConfig
+
+    problems = []
+    for kind, path, overrides in step.configs:
+        try:
+            cfg = load_settings(CurateConfig if kind == "curate" else PretrainConfig, path, overrides)
+        except ConfigError as e:
+            problems += str(e).splitlines()
+            continue
+        if kind == "curate":
+            problems += [p for p in cfg.problems() if str(workdir) not in p]
+        else:
+            from trainer.checks import model_problems
+
+            problems += model_problems(cfg)
+    return problems
+
+
+# ---- the steps that measure in-process (run as `--step NAME` in a process of their own) -----------------
+
+def step_curation(workdir: Path) -> dict:
+    import soundfile as sf
+
+    from jobs.build_models import build_all
+    from pipeline.shards import DatasetLayout
+    from pipeline.shards.verify import verify_dataset
+    from pipeline.synthetic import make_dialog
+
+    models = build_all(workdir / "models")
+    lines = [("a", "en-us+f4", "The quick brown fox jumps over the lazy dog."),
+             ("b", "en-gb+f2", "Please call me when you arrive at the station.")] * 24
+    dialog = make_dialog(lines, seed=0, noise_level=0.003)  # about two minutes
+    (workdir / "raw").mkdir(parents=True, exist_ok=True)
+    sf.write(workdir / "raw" / "dialog.wav", dialog.audio, dialog.sample_rate, subtype="PCM_16")
+    result = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", "configs/curate/demo.yaml",
+                             f"input={workdir / 'raw'}", f"output={workdir / 'curated'}",
+                             *curation_overrides(models)], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "curation failed")
+    layout = DatasetLayout.of(workdir / "curated")
+    checked, problems = verify_dataset(layout)
+    if problems or not checked:
+        raise RuntimeError(f"verify: {checked} samples, {len(problems)} problems")
+    seconds = layout.read_info()["last_run"]["stage_seconds"]
+    return {"samples": checked, "audio_seconds_per_second": {k: round(dialog.seconds / v, 1)
+                                                             for k, v in seconds.items() if v}}
+
+
+def step_tokenizer(workdir: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from model.semantic_tokenizer import SemanticTokenizer
+    from model.tiny_folders import write_tiny_semantic_tokenizer
+
+    folder = write_tiny_semantic_tokenizer(workdir / "tokenizer")
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(int(rng.uniform(2, 27) * 16000))).astype(np.float32) for _ in range(64)]
+    audio = sum(len(c) for c in clips) / 16000
+    reference = SemanticTokenizer.from_folder(folder, device="cpu").tokenize(clips)
+    figures = {}
+    for dtype in ("fp32", "bf16"):
+        for batch in (1, 32):
+            tokenizer = SemanticTokenizer.from_folder(folder, device="cuda", batch_size=batch)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                tokenizer.tokenize(clips[:2])
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+                ids = tokenizer.tokenize(clips)
+                torch.cuda.synchronize()
+            figures[f"{dtype}_batch{batch}_audio_s_per_s"] = round(audio / (time.perf_counter() - started), 1)
+        same = sum(int((a == b).sum()) for a, b in zip(ids, reference)) / sum(len(a) for a in reference)
+        figures[f"{dtype}_ids_equal_to_cpu"] = round(same, 4)
+    if figures["fp32_ids_equal_to_cpu"] < 0.99:
+        raise RuntimeError(f"fp32 on CUDA differs from CPU: {figures}")
+    return figures
+
+
+def step_model(workdir: Path) -> dict:
+    import torch
+
+    from bench.model import kimi_step
+    from model.config import model_preset
+    from model.kimi_audio import LossTargets, build_model
+    from model.parallel import init_parallel
+
+    init_parallel(tensor_parallel=1)
+    losses = {}
+    for spec in ("local", "te"):
+        for dtype in ("float32", "bfloat16"):
+            torch.manual_seed(0)
+            model = build_model(model_preset("small", spec=spec, params_dtype=dtype))
+            generator = torch.Generator(device="cuda").manual_seed(1)
+            vocab = model.cfg.vocab_size
+            audio, text, labels = (torch.randint(0, vocab, (2, 512), device="cuda", generator=generator)
+                                   for _ in range(3))
+            ones = torch.ones(2, 512, device="cuda")
+            with torch.no_grad():
+                losses[f"{spec}_{dtype}"] = float(model(audio, text, targets=LossTargets(labels, labels, ones,
+                                                                                           ones)).loss)
+            kimi_step(model, 2, 512)()  # and a backward pass through each
+    base = losses["local_float32"]
+    for name, loss in losses.items():
+        tolerance = 1e-3 if name.endswith("float32") else 0.02
+        if abs(loss - base) > tolerance * abs(base):
+            raise RuntimeError(f"{name} loss {loss:.5f} vs local fp32 {base:.5f} (tolerance {tolerance:.1%})")
+    return {k: round(v, 5) for k, v in losses.items()}
+
+
+def step_trainer(workdir: Path, gpus: int) -> dict:
+    from omegaconf import OmegaConf
+
+    from jobs.demo import build_training_inputs
+
+    sentences = ["The quick brown fox jumps over the lazy dog.", "Please call me when you arrive at the station."]
+    build_training_inputs(OmegaConf.create({"sentences": sentences}), workdir / "inputs")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus),
+               "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml"]
+    straight, stopped = workdir / "runs" / "dp", workdir / "runs" / "dp-sigterm"
+    subprocess.run([*command, f"run_dir={straight}", *training_overrides(workdir)], cwd=REPO, check=True,
+                   capture_output=True)
+    job = subprocess.Popen([*command, f"run_dir={stopped}", *training_overrides(workdir)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (stopped / "checkpoints" / "step-00000010").exists() and job.poll() is None:
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    job.wait(timeout=120)
+    subprocess.run([*command, f"run_dir={stopped}", *training_overrides(workdir)], cwd=REPO, check=True,
+                   capture_output=True)
+
+    def losses(run_dir: Path) -> dict[int, float]:
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        return {r["step"]: r["train/loss"] for r in rows}
+
+    a, b = losses(straight), losses(stopped)
+    if [a.get(s) for s in range(11, 21)] != [b.get(s) for s in range(11, 21)]:
+        raise RuntimeError(f"resumed losses differ: {a} vs {b}")
+    return {"processes": gpus, "first_loss": a[1], "last_loss": a[20], "resumed_identical": True}
+
+
+STEPS = {"curation": step_curation, "tokenizer": step_tokenizer, "model": step_model, "trainer": step_trainer}
+
+
+def run_step(step: Step, env: dict) -> dict:
+    started = time.perf_counter()
+    try:
+        result = subprocess.run(step.command, cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=step.timeout_s)
+        figure = next((line[len("RESULT "):] for line in reversed(result.stdout.splitlines())
+                       if line.startswith("RESULT ")), result.stdout.strip().splitlines()[-1:] or [""])
+        figure = json.loads(figure) if isinstance(figure, str) and figure.startswith("{") else figure
+        passed = result.returncode == 0
+        if not passed:
+            figure = (result.stderr.strip().splitlines() or ["failed"])[-1]
+    except subprocess.TimeoutExpired:
+        passed, figure = False, f"timed out after {step.timeout_s} s"
+    return {"passed": passed, "seconds": round(time.perf_counter() - started, 1), "figure": figure}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="build the commands and configs; touch no CUDA")
+    parser.add_argument("--out", default="gpu_check.json")
+    parser.add_argument("--workdir", default="bench_out/gpu_check")
+    parser.add_argument("--skip-install", action="store_true")
+    parser.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)  # one step, in this process
+    parser.add_argument("--gpus", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    if args.step:
+        kwargs = {"gpus": args.gpus} if args.step == "trainer" else {}
+        print("RESULT " + json.dumps(STEPS[args.step](workdir, **kwargs)), flush=True)
+        return 0
+
+    gpus = 2 if args.dry_run else __import__("torch").cuda.device_count()  # a dry run plans the 2-GPU steps too
+    if not gpus:
+        print("gpu-check: no CUDA device here (use --dry-run to check the plan on a CPU machine)", file=sys.stderr)
+        return 2
+    steps = plan(workdir, gpus, args.skip_install)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
+    results, failed = {}, False
+    for step in steps:
+        if args.dry_run:
+            problems = check_configs(step, workdir)
+            print(f"gpu-check: {step.name:<10} {'ok' if not problems else 'BAD CONFIG'}  $ {' '.join(step.command)}")
+            for line in problems:
+                print(f"gpu-check:   {line}")
+            failed = failed or bool(problems)
+            continue
+        if step.name == "mfu":
+            name = __import__("torch").cuda.get_device_name()
+            step.command += ["--peak-tflops", str(peak_tflops(name) or 989.0)]
+        results[step.name] = run_step(step, env)
+        r = results[step.name]
+        print(f"gpu-check: {step.name:<10} {'passed' if r['passed'] else 'FAILED'}  {r['seconds']:6.1f} s  "
+              f"{r['figure']}", flush=True)
+        failed = failed or not r["passed"]
+        Path(args.out).write_text(json.dumps(results, indent=2))  # after each step: a killed check keeps what ran
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
