@@ -4,8 +4,8 @@ speechmos scores a clip by running Microsoft's `sig_bak_ovr.onnx` on 9.01 s wind
 shorter clip is doubled until it is that long), mapping each window's raw scores through fixed
 polynomials and averaging; it also runs the P.808 model on a librosa mel spectrogram of every window,
 one window per call, on as many threads as onnxruntime likes. Here the same windows of every clip of a
-batch go through one session in batches, on the threads the stage was given, and the P.808 head is not
-run (its score is not part of a record). The scores are speechmos' to float rounding
+recording go through one session (in batches on a GPU), on the threads the stage was given, and the P.808
+head is not run (its score is not part of a record). The scores are speechmos' to float rounding
 (tests/pipeline/stages/test_dnsmos.py); on CUDA the session uses onnxruntime's CUDA provider.
 """
 from __future__ import annotations
@@ -49,7 +49,8 @@ class DnsmosScorer:
     """One onnxruntime session per actor; `score` takes the clips of a batch and runs all their windows
     `batch_windows` at a time."""
 
-    def __init__(self, threads: int = 1, device: str = "cpu", batch_windows: int = 4, hop_seconds: float = 1.0):
+    def __init__(self, threads: int = 1, device: str = "cpu", batch_windows: int | None = None,
+                 hop_seconds: float = 1.0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -58,7 +59,10 @@ class DnsmosScorer:
         if str(device).startswith("cuda"):
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(model_path(), options, providers=providers)
-        self.batch_windows, self.hop_seconds = batch_windows, hop_seconds
+        # a window is 144,160 samples: on a CPU one at a time is as fast as any batch (bench/quality.py), on a GPU
+        # batches fill the device
+        self.batch_windows = batch_windows or (64 if str(device).startswith("cuda") else 1)
+        self.hop_seconds = hop_seconds
 
     def score(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """{sig, bak, ovrl} for each clip (16 kHz, values in [-1, 1]), in order."""
