@@ -32,7 +32,9 @@ from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, s
 from trainer.checks import run_problems  # noqa: E402
 from trainer.config import PretrainConfig  # noqa: E402
 from trainer.data.reshard import reader_count, resumed_loader_state  # noqa: E402
-from trainer.data.stream import DataError, DatasetSpec, dataset_shards  # noqa: E402
+from trainer.data.errors import DataError  # noqa: E402
+from trainer.data.shard_order import dataset_shards  # noqa: E402
+from trainer.data.stream import DatasetSpec  # noqa: E402
 from trainer.data.tasks import TASKS  # noqa: E402
 from trainer.metrics import (  # noqa: E402
     MetricsLog, SampleRecord, dataset_figures, dataset_metrics, print_dataset_summary,

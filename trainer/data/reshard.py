@@ -20,7 +20,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from trainer.data.stream import StreamState, dataset_seed, epoch_order, rank_shards, whole_shard
+from trainer.data.shard_order import dataset_seed, epoch_order, rank_shards, whole_shard
+from trainer.data.stream import StreamState
 
 
 def readers_of(rank_states: Sequence[dict]) -> list[Optional[dict]]:

@@ -13,32 +13,26 @@ resume on another reader count deals out again when the sample was drawn but not
 
 Everything random comes from numpy generators whose states are part of the stream state, with the
 cursors: restoring a state replays exactly the samples that followed it. `BlendStream` draws each
-sample from one of several datasets by weight; a single dataset is the one-entry blend.
+sample from one of several datasets by weight; a single dataset is the one-entry blend. Which shards a
+reader deals itself is `shard_order.py`; the text corpus is `text_corpus.py`; the layouts are `tasks.py`.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from trainer.data.errors import DataError
+from trainer.data.shard_order import dataset_seed, dataset_shards, rank_shards, whole_shard
 from trainer.data.tasks import (
     SegmentInput, SpecialIds, TaskSample, build_task, build_text_only, draw_task,
 )
+from trainer.data.text_corpus import TextDocuments
 
 log = logging.getLogger(__name__)
 MAX_SKIPPED_IN_A_ROW = 10_000  # past this, no sample can be built: stop instead of spinning
-
-
-class DataError(RuntimeError):
-    """The data cannot feed this run (no shards for a rank, a corrupt shard under strict mode, ...)."""
-
-
-def whole_shard(epoch: int, shard: str) -> dict:
-    return {"epoch": epoch, "shard": shard, "start": [0, 0], "end": None}
 
 
 @dataclass
@@ -57,63 +51,6 @@ class StreamState:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def rank_shards(shards: Sequence[str], rank: int, world: int, seed: int, epoch: int) -> list[str]:
-    """This reader's shards for the epoch: all shards shuffled from (seed, epoch), dealt round-robin."""
-    return epoch_order(shards, seed, epoch)[rank::world]
-
-
-def epoch_order(shards: Sequence[str], seed: int, epoch: int) -> list[str]:
-    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
-    ordered = sorted(shards)
-    return [ordered[i] for i in order]
-
-
-def iter_text_corpus(paths: Sequence[str]) -> Iterator[str]:
-    """Documents of jsonl (`text` field), parquet (`text` column) or plain-text files (one per line)."""
-    for path in paths:
-        p = Path(path)
-        if p.suffix == ".jsonl":
-            with p.open() as f:
-                for line in f:
-                    if line.strip():
-                        yield json.loads(line)["text"]
-        elif p.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(p).iter_batches(columns=["text"]):
-                yield from batch.column(0).to_pylist()
-        else:
-            with p.open() as f:
-                yield from (line.strip() for line in f if line.strip())
-
-
-class TextDocuments:
-    """The text corpus as an endless sequence (it repeats when exhausted); `consumed` is its state."""
-
-    def __init__(self, paths: Sequence[str]):
-        self.paths, self.consumed, self._docs = list(paths), 0, None
-
-    def seek(self, consumed: int) -> None:
-        self.consumed, self._docs = consumed, None
-
-    def next(self) -> str:
-        if self._docs is None:
-            self._docs = self._from(self.consumed)
-        self.consumed += 1
-        return next(self._docs)
-
-    def _from(self, skip: int) -> Iterator[str]:
-        seen = 0
-        while True:
-            start = seen
-            for doc in iter_text_corpus(self.paths):
-                if seen >= skip:
-                    yield doc
-                seen += 1
-            if seen == start:
-                raise DataError(f"the text corpus {self.paths} holds no documents")
 
 
 @dataclass
@@ -303,22 +240,6 @@ class PretrainStream:
                                 "segments": [first, first + taken], "keys": [x.key for x in used],
                                 "seconds": sum(x.record.end - x.record.start for x in used)}
                 return built
-
-
-def dataset_shards(dataset: str) -> tuple[dict, list[str]]:
-    """(duplicate owners, committed shard names) of a dataset: read once per reader from the manifests."""
-    from pipeline.shards import DatasetLayout
-    from pipeline.shards.manifest import duplicate_owners, read_manifest
-
-    layout = DatasetLayout.of(dataset)
-    owners = duplicate_owners(layout)  # which shard owns a recording a retried writer committed twice (usually none)
-    shards = sorted(set(read_manifest(layout, columns=["shard"], owners=owners).column("shard").to_pylist()))
-    return owners, shards
-
-
-def dataset_seed(seed: int, index: int) -> int:
-    """The seed of the blend's dataset `index` (the first keeps the run's seed)."""
-    return seed + 1000 * index
 
 
 @dataclass(frozen=True)

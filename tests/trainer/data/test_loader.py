@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from trainer.data.loader import BatchLoader
-from trainer.data.stream import BlendStream, DataError, DatasetSpec, rank_shards
+from trainer.data.errors import DataError
+from trainer.data.shard_order import rank_shards
+from trainer.data.stream import BlendStream, DatasetSpec
 from trainer.data.tasks import TASKS, SpecialIds
 
 IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512, audio_vocab_size=512)

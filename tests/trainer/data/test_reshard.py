@@ -8,7 +8,8 @@ import pytest
 from pipeline.shards import DatasetLayout
 from pipeline.shards.manifest import read_manifest
 from trainer.data.reshard import reshard
-from trainer.data.stream import DatasetSpec, dataset_shards
+from trainer.data.shard_order import dataset_shards
+from trainer.data.stream import DatasetSpec
 from tests.trainer.data.test_loader import loader, same
 
 

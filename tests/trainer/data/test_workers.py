@@ -24,7 +24,7 @@ def test_workers_resume_exactly_where_they_stopped(training_inputs):
 
 
 def test_each_worker_reads_its_own_shards(training_inputs):
-    from trainer.data.stream import rank_shards
+    from trainer.data.shard_order import rank_shards
 
     shards = loader(training_inputs).stream.streams[0].shards
     parts = [rank_shards(shards, w, 2, seed=3, epoch=0) for w in range(2)]
