@@ -1,4 +1,4 @@
-"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot, gc).
+"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot, gc, lhotse).
 
 DATASET is a local directory or a storage URL; credentials and endpoints come from the environment
 (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...) or the backend's config files.
@@ -174,6 +174,14 @@ def cmd_gc(layout: DatasetLayout, args) -> int:
     return 0
 
 
+def cmd_lhotse(layout: DatasetLayout, args) -> int:
+    from pipeline.shards.to_lhotse import write_cutset
+
+    path, count = write_cutset(layout, Path(args.out))
+    print(f"wrote {path}: {count} cuts reading the audio in place (lhotse: CutSet.from_file)")
+    return 0
+
+
 def cmd_plot(layout: DatasetLayout, args) -> int:
     from pipeline.shards.plots import plot_dataset  # matplotlib loads only for this subcommand
 
@@ -214,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave orphans younger than this (a live job's writer may be between tar and manifest)")
     add("plot", cmd_plot, "PNG histograms of durations, languages, quality and speakers").add_argument(
         "--out", required=True, help="output directory")
+    add("lhotse", cmd_lhotse, "a lhotse CutSet manifest of the samples, reading the audio inside the tars"
+        ).add_argument("--out", required=True, help="output directory (cuts.jsonl.gz)")
     return parser
 
 
