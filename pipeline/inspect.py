@@ -1,4 +1,5 @@
-"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot, gc, lhotse).
+"""`audiomill-shards`: look inside a curated dataset (ls, stats, show, export, verify, plot, gc), and
+make it readable by lhotse and megatron-energon in place (lhotse, energon).
 
 DATASET is a local directory or a storage URL; credentials and endpoints come from the environment
 (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...) or the backend's config files.
@@ -182,6 +183,15 @@ def cmd_lhotse(layout: DatasetLayout, args) -> int:
     return 0
 
 
+def cmd_energon(layout: DatasetLayout, args) -> int:
+    from pipeline.shards.to_energon import write_energon_meta
+
+    shards = write_energon_meta(layout)
+    print(f"indexed {shards} shard(s) for megatron-energon in {layout.root}/.nv-meta (split train, samples: "
+          f"pipeline.shards.to_energon.AudiomillSample)")
+    return 0
+
+
 def cmd_plot(layout: DatasetLayout, args) -> int:
     from pipeline.shards.plots import plot_dataset  # matplotlib loads only for this subcommand
 
@@ -224,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output directory")
     add("lhotse", cmd_lhotse, "a lhotse CutSet manifest of the samples, reading the audio inside the tars"
         ).add_argument("--out", required=True, help="output directory (cuts.jsonl.gz)")
+    add("energon", cmd_energon, "index the shards for megatron-energon (DATASET/.nv-meta), read in place")
     return parser
 
 
