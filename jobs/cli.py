@@ -132,8 +132,6 @@ def override_type_problem(base: DictConfig, merged: DictConfig, key: str) -> str
         return None  # numbers are numbers (0.4 minutes where the file says 60); ranges are the validators' job
     if expected == "a string" and got in ("an integer", "a number", "true or false"):
         return None  # a model name or language code that looks like a number is still a name
-    if key.endswith(".concurrency") and {expected, got} == {"an integer", "a list"}:
-        return None  # a pool is a fixed size or a [min, max] range; the validators check which
     return f"{key}={OmegaConf.select(merged, key)!r} must be {expected}"
 
 

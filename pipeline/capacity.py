@@ -179,7 +179,7 @@ class StageCost:
 @dataclass(frozen=True)
 class NodePlan:
     """A node's throughput with every pool sized to keep pace with the others: audio-hours per hour, the
-    resource and the stage that bound it, and each stage's pool size (actors, rounded up)."""
+    resource and the stage that bound it, and each stage's pool size (whole actors that fit the node)."""
     audio_hours_per_hour: float
     bound_by: str                  # "cpus" or "gpus"
     bounding_stage: str

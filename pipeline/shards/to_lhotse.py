@@ -27,20 +27,39 @@ from pipeline.shards.schema import SegmentRecord
 from pipeline.shards.storage import LocalStorage
 
 
-def audio_offsets(tar_path: str, limits: dict[str, int]) -> dict[str, tuple[int, int]]:
-    """{member name: (byte offset, size)} of the audio members of a local tar, each checked first."""
-    offsets = {}
+def scan_local_tar(tar_path: str, limits: dict[str, int], keys: set[str]) -> tuple[dict[str, bytes], dict]:
+    """One pass over a local tar for the samples `keys`: their KEY.json bytes, and the byte range (offset,
+    size) of their KEY.flac, each member checked against its manifest row first; audio is seeked past."""
+    metas, offsets = {}, {}
     try:
-        with tarfile.open(tar_path, mode="r:") as tar:  # headers only: tarfile seeks past every member's data
+        with tarfile.open(tar_path, mode="r:") as tar:
             for info in tar:
-                if info.name.partition(".")[2] == MEMBER_AUDIO:
-                    problem = member_problem(info, limits)
-                    if problem is not None:
-                        raise DatasetError(f"{tar_path}: {problem}")
+                key, _, suffix = info.name.partition(".")
+                if key not in keys or suffix not in (MEMBER_AUDIO, MEMBER_META):
+                    continue
+                problem = member_problem(info, limits)
+                if problem is not None:
+                    raise DatasetError(f"{tar_path}: {problem}")
+                if suffix == MEMBER_AUDIO:
                     offsets[info.name] = (info.offset_data, info.size)
+                else:
+                    metas[info.name] = tar.extractfile(info).read()
     except (tarfile.TarError, EOFError) as e:
         raise DatasetError(f"{tar_path}: damaged tar ({e})") from None
-    return offsets
+    return metas, offsets
+
+
+def scan_remote_tar(layout: DatasetLayout, tar: str, limits: dict[str, int], keys: set[str]) -> dict[str, bytes]:
+    """The KEY.json bytes of the samples `keys`, from one stream of a tar on object storage."""
+    metas = {}
+    with layout.storage.open_read(tar) as stream:
+        for member in iter_members(stream, limits):
+            key, _, suffix = member.name.partition(".")
+            if key in keys and suffix == MEMBER_META:
+                if member.data is None:
+                    raise DatasetError(f"{layout.storage.show(tar)}: {member.problem}")
+                metas[member.name] = member.data
+    return metas
 
 
 def audio_command(layout: DatasetLayout, tar: str, key: str, offsets: dict[str, tuple[int, int]]) -> str:
@@ -74,20 +93,18 @@ def sample_cut(record: SegmentRecord, command: str):
 def dataset_cuts(layout: DatasetLayout) -> list:
     """Every sample that counts as a cut, shard by shard in name order, samples in shard order."""
     rows = rows_by_shard(read_manifest(layout, columns=["key", "shard", "size_bytes", *SHA_COLUMNS]))
+    local = isinstance(layout.storage, LocalStorage)
     cuts = []
     for shard in sorted(rows):
         tar, limits = layout.shard_tar(shard), member_limits(rows[shard])
         keys = {row["key"] for row in rows[shard]}
-        offsets = audio_offsets(tar, limits) if isinstance(layout.storage, LocalStorage) else {}
-        with layout.storage.open_read(tar) as stream:
-            for member in iter_members(stream, limits):
-                key, _, suffix = member.name.partition(".")
-                if suffix != MEMBER_META or key not in keys:
-                    continue
-                if member.data is None:
-                    raise DatasetError(f"{layout.storage.show(tar)}: {member.problem}")
-                record = SegmentRecord.from_dict(json.loads(member.data))
-                cuts.append(sample_cut(record, audio_command(layout, tar, key, offsets)))
+        if local:
+            metas, offsets = scan_local_tar(tar, limits, keys)
+        else:
+            metas, offsets = scan_remote_tar(layout, tar, limits, keys), {}
+        for data in metas.values():
+            record = SegmentRecord.from_dict(json.loads(data))
+            cuts.append(sample_cut(record, audio_command(layout, tar, record.key, offsets)))
     return cuts
 
 

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.model_folders import runs_on_gpu
+
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 9.01
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
@@ -56,12 +58,12 @@ class DnsmosScorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = max(1, threads), 1
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
+        if runs_on_gpu(device):
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(model_path(), options, providers=providers)
         # a window is 144,160 samples: on a CPU one at a time is as fast as any batch (bench/quality.py), on a GPU
         # batches fill the device
-        self.batch_windows = batch_windows or (64 if str(device).startswith("cuda") else 1)
+        self.batch_windows = batch_windows or (64 if runs_on_gpu(device) else 1)
         self.hop_seconds = hop_seconds
 
     def score(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
