@@ -27,9 +27,22 @@ def load_config(path: str, overrides: Sequence[str] = (), schema: Optional[type]
         raise ConfigError(f"overrides must be key=value, got {' '.join(bad)}")
     if schema is None:
         return _load_untyped(path, overrides)
+    return _typed(schema, OmegaConf.to_container(_load_with_base(path, struct=False)), path, overrides)
+
+
+def settings_from_values(schema: type, values: dict, origin: str, overrides: Sequence[str] = ()):
+    """Typed settings from a mapping (a config recorded in a dataset, say) with `key=value` overrides, checked
+    as a file's would be; `origin` names the mapping in the problems."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must be key=value, got {' '.join(bad)}")
+    return to_settings(_typed(schema, values, origin, overrides))
+
+
+def _typed(schema: type, values: dict, origin: str, overrides: Sequence[str]) -> DictConfig:
     cfg = OmegaConf.structured(schema)
     _thaw(cfg)  # frozen dataclasses make read-only nodes; the values are merged in, then frozen again by to_object
-    problems = _merge_each(cfg, OmegaConf.to_container(_load_with_base(path, struct=False)), "", path)
+    problems = _merge_each(cfg, values, "", origin)
     for override in overrides:
         try:
             values = OmegaConf.to_container(OmegaConf.from_dotlist([override]))
@@ -153,10 +166,11 @@ def _load_with_base(path: str, struct: bool = True) -> DictConfig:
 
 
 def parse_job_args(description: str, schema: Optional[type] = None, argv: Optional[Sequence[str]] = None,
-                   name: Optional[str] = None):
+                   name: Optional[str] = None, parents: Sequence[argparse.ArgumentParser] = ()):
     """A job's config from its command line: the typed settings when `schema` is given, else a DictConfig.
-    Any problem is printed as `NAME: error: ...`, one line each, and the process exits 2."""
-    parser = argparse.ArgumentParser(prog=name, description=description)
+    Any problem is printed as `NAME: error: ...`, one line each, and the process exits 2. `parents`: a job's
+    own flags, parsed by the caller, listed in --help."""
+    parser = argparse.ArgumentParser(prog=name, description=description, parents=list(parents))
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output=/data/out")
     args = parser.parse_args(argv)

@@ -3,8 +3,9 @@
 
     python -m jobs.demo --config configs/demo.yaml [key=value ...]
 
-Builds the offline model folders, generates recordings (kept when already there), runs
-`jobs.curate`, scores the diarization against the generated truth (pyannote.metrics), and runs
+Builds the offline model folders, generates recordings with their truth as RTTM and text (kept when
+already there), runs `jobs.curate`, scores the labels against the truth with `jobs.evaluate` (DER, WER,
+and with `evaluate.ablate` each post-processing rule switched off), and runs
 `audiomill-shards` ls, stats, verify and plot on the result. Then it pretrains the tiny model on the
 shards with `torchrun` (two processes) and fine-tunes it (`jobs.pretrain`, `jobs.sft`), printing the
 loss at the start and the end. Rerunning adds nothing: curation skips what is done, training resumes
@@ -22,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig
 
-from jobs import curate
+from jobs import curate, evaluate
 from jobs.build_models import build_all, curate_overrides
 from jobs.cli import load_settings, parse_job_args
 from pipeline.config import CurateConfig
@@ -63,36 +64,21 @@ def generate_recordings(cfg: DictConfig, raw_dir: Path) -> dict[str, dict]:
             sf.write(wav, dialog.audio, dialog.sample_rate, subtype="PCM_16")
             print(f"generated {wav} ({dialog.seconds:.1f} s, {len(lines)} turns)")
         truth[str(wav)] = json.loads(truth_path.read_text())
+        write_references(raw_dir, name, truth[str(wav)])
     return truth
+
+
+def write_references(folder: Path, name: str, truth: dict) -> None:
+    """The truth in the field's formats, for `jobs.evaluate`: NAME.rttm (who spoke when) and NAME.txt (words)."""
+    rttm = "".join(f"SPEAKER {name} 1 {t['start']:.3f} {t['end'] - t['start']:.3f} <NA> <NA> {t['speaker']} <NA> <NA>\n"
+                   for t in truth["turns"])
+    atomic_write_bytes(folder / f"{name}.rttm", rttm.encode())
+    atomic_write_bytes(folder / f"{name}.txt", (" ".join(t["text"] for t in truth["turns"]) + "\n").encode())
 
 
 def dialog_truth(dialog: Dialog) -> dict:
     return {"sample_rate": dialog.sample_rate,
             "turns": [{"speaker": t.speaker, "text": t.text, "start": t.start, "end": t.end} for t in dialog.turns]}
-
-
-def diarization_error_rate(dataset: Path, truth: dict[str, dict], collar: float) -> float:
-    """DER of the committed segments against the generated turns, over all recordings.
-
-    Speaker labels are per recording (or session), so each hypothesis label is prefixed with its
-    recording id: a speaker split across sessions counts as confusion. Rejected segments count as missed.
-    """
-    from pyannote.core import Annotation, Segment
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    metric = DiarizationErrorRate(collar=collar)
-    rows = read_manifest(DatasetLayout.of(dataset), columns=["source", "recording_id", "start", "end", "speaker"])
-    by_source: dict[str, list[dict]] = {}
-    for row in rows.to_pylist():
-        by_source.setdefault(row["source"], []).append(row)
-    for source, t in truth.items():
-        reference, hypothesis = Annotation(), Annotation()
-        for turn in t["turns"]:
-            reference[Segment(turn["start"], turn["end"])] = turn["speaker"]
-        for row in by_source.get(source, []):
-            hypothesis[Segment(row["start"], row["end"])] = f"{row['recording_id']}:{row['speaker']}"
-        metric(reference, hypothesis)
-    return abs(metric)
 
 
 def build_training_inputs(cfg: DictConfig, folder: Path) -> list[str]:
@@ -151,19 +137,21 @@ def main(cfg: DictConfig) -> int:
     workdir = Path(cfg.workdir)
     raw, dataset, plots = workdir / "raw", workdir / "curated", workdir / "plots"
     models = build_all(workdir / "models")
-    truth = generate_recordings(cfg, raw)
+    generate_recordings(cfg, raw)
 
     curate_cfg = load_settings(CurateConfig, cfg.curate.config, [f"input={raw}", f"output={dataset}",
                                                                  *curate_overrides(models), *cfg.curate.overrides])
     status = curate.main(curate_cfg)
     if status != 0:
         return status
-    der = diarization_error_rate(dataset, truth, cfg.der_collar_seconds)
-    print(f"\ndiarization error rate against the generated truth: {der:.3f} (collar {cfg.der_collar_seconds} s)")
-    info_path = dataset / "dataset.json"
-    info = json.loads(info_path.read_text())
-    info["demo"] = {"diarization_error_rate": der, "collar_seconds": cfg.der_collar_seconds}
-    atomic_write_bytes(info_path, json.dumps(info, indent=2, sort_keys=True).encode())
+    ablate = ["--ablate"] if cfg.evaluate.ablate else []
+    arguments = ["--config", cfg.evaluate.config, f"refs={raw}", f"dataset={dataset}", f"out={workdir / 'evaluation'}",
+                 *ablate, *cfg.evaluate.overrides]
+    print(f"\n$ python -m jobs.evaluate {' '.join(arguments)}")
+    settings, switches = evaluate.parse_args(arguments)
+    status = evaluate.main(settings, ablate=switches.ablate)
+    if status != 0:
+        return status
 
     for command in (["ls"], ["stats"], ["verify", "--quiet"], ["plot", "--out", str(plots)]):
         print(f"\n$ audiomill-shards {command[0]} {dataset} {' '.join(command[1:])}")

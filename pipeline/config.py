@@ -87,6 +87,10 @@ class CurateConfig:
 
     def problems(self) -> list[str]:
         """Every setting that cannot run, one line each (the machine's and the storage's are the job's)."""
+        return self.stage_problems() + self.resource_problems()
+
+    def stage_problems(self) -> list[str]:
+        """The stages' settings, without the resources Ray would give them (enough to run them in-process)."""
         problems = []
         if self.sample_rate != WORKING_SAMPLE_RATE:
             problems.append(f"sample_rate={self.sample_rate!r}: the model stages work at {WORKING_SAMPLE_RATE} Hz "
@@ -95,7 +99,13 @@ class CurateConfig:
         for section in (self.decode, self.enhance, self.diarize, self.transcribe, self.quality, self.tokenize,
                         self.shards, self.ray):
             problems += section.problems()
-        return problems + self.resource_problems()
+        enhanced_readers = [f"{name}.audio" for name, section in (("diarize", self.diarize),
+                                                                  ("transcribe", self.transcribe))
+                            if section.audio == "enhanced" and (name == "diarize" or section.enabled)]
+        if enhanced_readers and not self.enhance.enabled:
+            problems.append(f"{' and '.join(enhanced_readers)}=enhanced but enhance.enabled=false: there is no "
+                            f"enhanced audio to read")
+        return problems
 
     def resource_problems(self) -> list[str]:
         """Pool and task resources, and each model stage's device against the GPUs its actors get."""

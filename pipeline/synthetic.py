@@ -1,4 +1,10 @@
-"""Generated speech with known truth, for the demo and the tests: espeak-ng voices, resampled by sox.
+"""Generated speech with known truth, for the demo and the tests, resampled by sox.
+
+Voices: espeak-ng's (`en-us+f4`, or `espeak:en-us+f4`), whose variants are one formant synthesizer with
+other settings, so they are closer to each other than people are; and voices built from recordings of
+different real speakers: flite's (`flite:slt`, `flite:rms`, `flite:awb`, `flite:kal16`) and festival's
+(`festival:kal_diphone`, `festival:ked_diphone`, `festival:cmu_us_slt_arctic_hts`). `make setup` installs
+all three synthesizers.
 
 Nothing here is used on real data; it exists so that every stage can be run offline on speech whose
 words, speakers and times are known exactly.
@@ -15,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 REQUIRED_TOOLS = ("espeak-ng", "sox")
+SYNTHESIZER_TOOLS = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave"}
 
 
 class MissingToolError(RuntimeError):
@@ -28,12 +35,23 @@ def require_tools(tools: Sequence[str] = REQUIRED_TOOLS) -> None:
 
 
 def speak(text: str, voice: str, sample_rate: int = 16000, words_per_minute: int = 165) -> np.ndarray:
-    """Speech for `text` in an espeak-ng `voice` (e.g. 'en-us', 'en-gb+f3'), float32 mono at `sample_rate`."""
-    require_tools()
+    """Speech for `text` in `voice` ('en-us', 'espeak:en-gb+f3', 'flite:slt', 'festival:kal_diphone'), float32
+    mono at `sample_rate`. `words_per_minute` sets espeak's rate; flite and festival speak at their own."""
+    synthesizer, _, name = voice.rpartition(":")
+    synthesizer = synthesizer or "espeak"
+    if synthesizer not in SYNTHESIZER_TOOLS:
+        raise ValueError(f"voice {voice!r}: unknown synthesizer {synthesizer!r} (espeak, flite or festival)")
+    require_tools((SYNTHESIZER_TOOLS[synthesizer], "sox"))
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(wav), text],
-                       check=True, capture_output=True)
+        if synthesizer == "espeak":
+            command = ["espeak-ng", "-v", name, "-s", str(words_per_minute), "-w", str(wav), text]
+        elif synthesizer == "flite":
+            command = ["flite", "-voice", name, "-t", text, "-o", str(wav)]
+        else:  # text2wave reads the text from a file; the voice is selected by evaluating (voice_NAME)
+            (Path(tmp) / "text.txt").write_text(text)
+            command = ["text2wave", "-eval", f"(voice_{name})", "-o", str(wav), str(Path(tmp) / "text.txt")]
+        subprocess.run(command, check=True, capture_output=True)
         raw = subprocess.run(["sox", str(wav), "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1",
                               "-r", str(sample_rate), "-"], check=True, capture_output=True).stdout
     return trim_silence(np.frombuffer(raw, dtype=np.float32).copy())

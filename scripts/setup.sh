@@ -6,11 +6,15 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-SYSTEM_PACKAGES=(ffmpeg espeak-ng sox libsndfile1)
-SYSTEM_COMMANDS=(ffmpeg espeak-ng sox)
+SYSTEM_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+SYSTEM_COMMANDS=(ffmpeg espeak-ng sox flite text2wave)
+# festival's voices (the generated dialogs' speakers) are data, not commands
+FESTIVAL_VOICES=(/usr/share/festival/voices/english/kal_diphone /usr/share/festival/voices/english/ked_diphone
+                 /usr/share/festival/voices/us/cmu_us_slt_arctic_hts)
 
 missing=()
 for cmd in "${SYSTEM_COMMANDS[@]}"; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+for voice in "${FESTIVAL_VOICES[@]}"; do [ -d "$voice" ] || missing+=("$(basename "$voice")"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages: ${SYSTEM_PACKAGES[*]}"

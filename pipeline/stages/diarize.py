@@ -26,7 +26,7 @@ from pipeline.segment import (
 )
 from pipeline.stages.base import Stage
 from pipeline.stages.vad import SileroVad, VadSettings
-from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
+from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft, model_input_problem
 
 BACKENDS = ("pyannote", "embedding", "vad", "fixed")
 
@@ -51,7 +51,9 @@ class DiarizeSettings:
     clusters above `cluster_merge_threshold`, reassign `chunk_seconds` chunks below
     `chunk_reassign_threshold` (a tail shorter than `min_last_chunk_seconds` joins the chunk before it),
     merge segments up to `max_segment_seconds` across silences up to `max_gap_seconds`; segments shorter
-    than `min_segment_seconds` are rejected (too_short). Similarities are cosines, times seconds."""
+    than `min_segment_seconds` are rejected (too_short). Similarities are cosines, times seconds.
+    The three rules can be switched off one by one (`jobs.evaluate --ablate` measures what each is worth);
+    `audio` is what the model hears: the decoded original, or the enhanced copy."""
     backend: str = "pyannote"
     pyannote: PyannoteSettings = field(default_factory=PyannoteSettings)
     vad: VadSettings = field(default_factory=VadSettings)
@@ -63,6 +65,10 @@ class DiarizeSettings:
     max_segment_seconds: float = 27.0
     max_gap_seconds: float = 2.0
     min_segment_seconds: float = 1.0
+    cluster_merging: bool = True
+    chunk_reassignment: bool = True
+    segment_merging: bool = True
+    audio: str = "original"
 
     @property
     def device(self) -> str | None:
@@ -85,6 +91,7 @@ class DiarizeSettings:
             problem = model_folder_problem("diarize.pyannote.pipeline", self.pyannote.pipeline, "config.yaml",
                                            "pyannote pipeline folder")
             problems += [problem] if problem else []
+        problems += model_input_problem("diarize.audio", self.audio)
         problems += self.vad.problems("diarize.vad")  # the quality stage's speech ratio uses it too
         return problems
 
@@ -93,10 +100,11 @@ DIARIZE_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=1, num_gpus=1, m
 
 
 def segments_from_turns(turns: list[Turn], cfg: DiarizeSettings) -> list[SegmentDraft]:
-    """Merge adjacent same-speaker turns (27 s / 2 s), keep parts within the maximum, and mark the ones
-    shorter than the minimum as rejected (recorded, not silently dropped)."""
-    merged = merge_segments(split_long_turns(turns, cfg.max_segment_seconds), cfg.max_segment_seconds,
-                            cfg.max_gap_seconds)
+    """Merge adjacent same-speaker turns (27 s / 2 s) unless segment merging is off, keep parts within the
+    maximum, and mark the ones shorter than the minimum as rejected (recorded, not silently dropped)."""
+    merged = split_long_turns(turns, cfg.max_segment_seconds)
+    if cfg.segment_merging:
+        merged = merge_segments(merged, cfg.max_segment_seconds, cfg.max_gap_seconds)
     kept, short = split_by_duration(merged, cfg.min_segment_seconds)
     too_short = {(t.start, t.end) for t in short}
     return [SegmentDraft(start=t.start, end=t.end, speaker=t.speaker,
@@ -107,12 +115,16 @@ def segments_from_turns(turns: list[Turn], cfg: DiarizeSettings) -> list[Segment
 def postprocess_speakers(chunks: list[Turn], embeddings: np.ndarray, representatives: dict[str, np.ndarray],
                          cfg: DiarizeSettings) -> list[Turn]:
     """The report's chain on labelled chunks: merge clusters whose representatives are similar,
-    reassign chunks at dissimilar adjacent pairs, join what touches; speakers renamed S0, S1, ... by first
-    appearance. Representatives that are not finite (a model's empty cluster) take no part in merging."""
-    finite = {label: rep for label, rep in representatives.items() if np.isfinite(rep).all()}
-    chunks = relabel(chunks, merge_speaker_clusters(finite, cfg.cluster_merge_threshold))
-    chunks = reassign_chunks(chunks, embeddings, cluster_representatives([c.speaker for c in chunks], embeddings),
-                             cfg.chunk_reassign_threshold)
+    reassign chunks at dissimilar adjacent pairs (each rule unless switched off), join what touches;
+    speakers renamed S0, S1, ... by first appearance. Representatives that are not finite (a model's empty
+    cluster) take no part in merging."""
+    if cfg.cluster_merging:
+        finite = {label: rep for label, rep in representatives.items() if np.isfinite(rep).all()}
+        chunks = relabel(chunks, merge_speaker_clusters(finite, cfg.cluster_merge_threshold))
+    if cfg.chunk_reassignment:
+        chunks = reassign_chunks(chunks, embeddings,
+                                 cluster_representatives([c.speaker for c in chunks], embeddings),
+                                 cfg.chunk_reassign_threshold)
     order: dict[str, str] = {}
     for c in chunks:
         order.setdefault(c.speaker, f"S{len(order)}")
@@ -157,7 +169,7 @@ class DiarizeStage(Stage):
             self.embedder = ResemblyzerEmbedder(self.cfg.embedding.device)
 
     def process(self, work: RecordingWork) -> RecordingWork:
-        return self.with_segments(work, self.speaker_turns(work.audio))
+        return self.with_segments(work, self.speaker_turns(work.model_input(self.cfg.audio)))
 
     def speaker_turns(self, audio: np.ndarray) -> list[Turn]:
         backend, sr = self.cfg.backend, self.sample_rate

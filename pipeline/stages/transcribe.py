@@ -28,7 +28,7 @@ from pipeline.model_folders import model_folder_problem
 from pipeline.segment import punctuate_by_gaps
 from pipeline.shards.schema import AsrInfo, Word
 from pipeline.stages.base import Stage
-from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
+from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft, model_input_problem
 
 WHISPER_WINDOW_SAMPLES = 30 * 16000  # the working rate is pinned to 16 kHz (pipeline.config.WORKING_SAMPLE_RATE)
 
@@ -52,7 +52,8 @@ class TranscribeSettings:
     with `compute_type`; segments in `languages` are kept (report: English and Mandarin). `language` set
     skips language id; English-only models record `english_only_language`. Word times come from the
     wav2vec2 CTC model in `align_models` per language (None: no word times); `nltk_data` is a folder
-    holding tokenizers/punkt_tab for offline alignment."""
+    holding tokenizers/punkt_tab for offline alignment. `audio`: what the models hear, the decoded original
+    or the enhanced copy."""
     enabled: bool = True
     model: str = "large-v3"
     device: str = "cuda"
@@ -67,6 +68,7 @@ class TranscribeSettings:
     align_models: Dict[str, Optional[str]] = field(
         default_factory=lambda: {"en": "WAV2VEC2_ASR_BASE_960H", "zh": None})
     nltk_data: Optional[str] = None
+    audio: str = "original"
 
     def problems(self) -> list[str]:
         if not self.enabled:
@@ -87,6 +89,7 @@ class TranscribeSettings:
             problems.append("transcribe: batch_size, beam_size, cpu_threads and paraformer.batch_size must be >= 1")
         if not self.languages:
             problems.append("transcribe.languages is empty: every segment would be rejected")
+        problems += model_input_problem("transcribe.audio", self.audio)
         return problems
 
 
@@ -189,9 +192,9 @@ class TranscribeStage(Stage):
         return out
 
     def process(self, work: RecordingWork) -> RecordingWork:
-        sr = work.sample_rate
+        sr, audio = work.sample_rate, work.model_input(self.cfg.audio)
         todo = [i for i, s in enumerate(work.segments) if s.rejection is None]
-        clips = [work.audio[round(work.segments[i].start * sr):round(work.segments[i].end * sr)] for i in todo]
+        clips = [audio[round(work.segments[i].start * sr):round(work.segments[i].end * sr)] for i in todo]
         results = []
         for first in range(0, len(clips), self.cfg.batch_size):
             results += self.transcribe_batch(clips[first:first + self.cfg.batch_size])
@@ -205,12 +208,12 @@ class TranscribeStage(Stage):
                 segment = replace(segment, rejection=Rejection(self.name, "language", {
                     "language": r["language"], "language_prob": r["language_prob"]}))
             segments[i] = segment
-        segments = self.paraformer_pass(segments, work.audio, sr)
+        segments = self.paraformer_pass(segments, audio, sr)
         for language, (model, metadata) in self.aligners.items():
             todo = [i for i, seg in enumerate(segments) if seg.rejection is None and seg.language == language
                     and seg.text and not seg.words]
             if todo:
-                segments = self.align(segments, todo, work.audio, model, metadata)
+                segments = self.align(segments, todo, audio, model, metadata)
         return replace(work, segments=tuple(segments))
 
     def paraformer_pass(self, segments: list[SegmentDraft], audio: np.ndarray, sr: int) -> list[SegmentDraft]:

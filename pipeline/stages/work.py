@@ -12,6 +12,15 @@ import numpy as np
 
 from pipeline.shards.schema import AsrInfo, Quality, Word
 
+# What a model stage may hear (its `audio` setting): the decoded recording or the enhancement stage's copy.
+MODEL_INPUTS = ("original", "enhanced")
+
+
+def model_input_problem(setting: str, value: str) -> list[str]:
+    if value in MODEL_INPUTS:
+        return []
+    return [f"{setting}={value!r}: choose original (the decoded audio) or enhanced (the enhancement stage's output)"]
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -73,6 +82,14 @@ class RecordingWork:
     @property
     def seconds(self) -> float:
         return 0.0 if self.audio is None else len(self.audio) / self.sample_rate
+
+    def model_input(self, which: str) -> np.ndarray:
+        """The audio a model stage hears: `original` (decoded) or `enhanced` (the enhancement stage's output)."""
+        if which == "enhanced":
+            if self.enhanced is None:
+                raise ValueError("this stage reads the enhanced audio but there is none (enhance.enabled is off)")
+            return self.enhanced
+        return self.audio
 
     def kept_segments(self) -> list[SegmentDraft]:
         return [s for s in self.segments if s.rejection is None]

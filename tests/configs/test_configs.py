@@ -6,10 +6,12 @@ from omegaconf import OmegaConf
 
 from jobs.cli import ConfigError, load_config, load_settings
 from pipeline.config import CurateConfig
+from pipeline.evaluation.config import EvaluateConfig
 from trainer.config import PretrainConfig, SftConfig
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
-SCHEMAS = {"curate": CurateConfig, "pretrain": PretrainConfig, "sft": SftConfig, "configs": None}
+SCHEMAS = {"curate": CurateConfig, "pretrain": PretrainConfig, "sft": SftConfig, "evaluate": EvaluateConfig,
+           "configs": None}
 
 
 def test_there_are_configs():
@@ -20,6 +22,7 @@ RUN_ARGUMENTS = {  # what each kind of job takes on the command line
     "curate": {"input", "output"},
     "pretrain": {"run_dir", "data.dataset", "data.text_tokenizer", "model.whisper", "model.init_checkpoint"},
     "sft": {"run_dir", "data.dataset", "data.text_tokenizer", "model.whisper", "model.init_checkpoint"},
+    "evaluate": {"refs", "dataset"},
     "configs": set(),
 }
 
@@ -100,6 +103,8 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("resources.transcribe.memory_mb=-1", "memory_mb=-1 must be a number of MB >= 0"),
     ("resources.quality.concurrency=[9,12]", "the pools need 4 CPU together"),  # the minimum must fit
     ("resources.transcribe.memory_mb=100000000", "no node has that much memory"),
+    ("diarize.audio=denoised", "choose original"),
+    ("enhance.enabled=false;transcribe.audio=enhanced", "transcribe.audio=enhanced but enhance.enabled=false"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate
@@ -107,7 +112,7 @@ def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # so a hub id passes and only the bad setting is refused
     cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", [
         "transcribe.model=tiny.en", "enhance.repo=null", "transcribe.align_models.en=null",
-        "transcribe.nltk_data=null", override])
+        "transcribe.nltk_data=null", *override.split(";")])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
 
@@ -120,6 +125,8 @@ def test_the_production_config_is_the_code_defaults():
     from_code = OmegaConf.to_object(OmegaConf.structured(CurateConfig(input="x", output="y")))
     assert dataclasses.asdict(from_file) == dataclasses.asdict(from_code)
     assert from_file.tokenize.enabled  # the trainer needs semantic tokens
+    evaluate = load_settings(EvaluateConfig, "configs/evaluate/default.yaml", ["refs=r", "dataset=d"])
+    assert evaluate == EvaluateConfig(refs="r", dataset="d")
     assert all(r.num_gpus >= 1 for stage, r in from_file.pools().items() if stage in from_file.stage_devices()
                and from_file.stage_devices()[stage].startswith("cuda"))
 

@@ -53,6 +53,22 @@ def test_vad_backend_labels_one_speaker_and_merges_turns(dialog):
     assert out.segments[0].start <= dialog.turns[0].start and out.segments[0].end >= dialog.turns[-1].end - 0.1
 
 
+def test_each_post_processing_rule_can_be_switched_off(dialog):
+    _, merged = diarize(dialog, "diarize.backend=vad")
+    _, unmerged = diarize(dialog, "diarize.backend=vad", "diarize.segment_merging=false")
+    assert len(merged.segments) == 1 and len(unmerged.segments) >= 4  # one per VAD region, pauses kept
+    _, full = diarize(dialog)
+    _, no_rules = diarize(dialog, "diarize.cluster_merging=false", "diarize.chunk_reassignment=false")
+    # average-linkage clusters kept as they are: at least as many speakers as after merging them
+    assert len({s.speaker for s in no_rules.segments}) >= len({s.speaker for s in full.segments})
+    enhanced = RecordingWork(source="x.wav", recording_id="0123456789abcdef", audio=dialog.audio,
+                             enhanced=0 * dialog.audio)
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["output=x", "diarize.audio=enhanced"])
+    stage = DiarizeStage(cfg.diarize, 16000)
+    stage.setup()
+    assert stage.process(enhanced).rejection.reason == "no_speech"  # it heard the (silent) enhanced copy
+
+
 def test_silence_is_rejected_whole():
     import numpy as np
 
