@@ -57,9 +57,9 @@ def reference_audio(cfg: EvaluateConfig, references: dict[str, Reference], layou
     """Name -> audio of each reference recording: a file of that name in the reference folder, else the
     dataset's recorded source."""
     store = storage_for(cfg.refs, cfg.storage_options)
-    found = {recording_name(name): store.show(store.join(store.root, name)) for name in store.list_names(store.root)
-             if name.rsplit(".", 1)[-1].lower() in INPUT_EXTENSIONS}
-    recorded = dataset_sources(layout)
+    found = {recording_name(name, references): store.show(store.join(store.root, name))
+             for name in store.list_names(store.root) if name.rsplit(".", 1)[-1].lower() in INPUT_EXTENSIONS}
+    recorded = dataset_sources(layout, references)
     return {name: found.get(name) or recorded[name] for name in references if name in found or name in recorded}
 
 
@@ -76,7 +76,7 @@ def main(cfg: EvaluateConfig, as_json: bool = False, ablate: bool = False) -> in
         error(e)
         return 2
 
-    hypotheses = dataset_hypotheses(layout)
+    hypotheses = dataset_hypotheses(layout, references)
     scores, overall = score_recordings(references, hypotheses, cfg.scoring)
     unreferenced = sorted(set(hypotheses) - set(references))
     say(f"evaluate: {len(references)} reference recordings, {sum(s.in_dataset for s in scores)} of them in "
@@ -88,7 +88,7 @@ def main(cfg: EvaluateConfig, as_json: bool = False, ablate: bool = False) -> in
         for name in sorted(set(references) - set(audio)):
             say(f"ablation: no audio for {name} (not in {cfg.refs} nor in the dataset): left out")
         subset = {name: references[name] for name in audio}
-        variants = run_variants(curate, [audio[name] for name in sorted(audio)], say=say)
+        variants = run_variants(curate, [audio[name] for name in sorted(audio)], references, say=say)
         ablation = {variant: None if labels is None else score_recordings(subset, labels, cfg.scoring)[1]
                     for variant, labels in variants.items()}
 

@@ -184,11 +184,11 @@ def cmd_lhotse(layout: DatasetLayout, args) -> int:
 
 
 def cmd_energon(layout: DatasetLayout, args) -> int:
-    from pipeline.shards.to_energon import write_energon_meta
+    from pipeline.shards.to_energon import energon_path, write_energon_meta
 
     shards = write_energon_meta(layout)
-    print(f"indexed {shards} shard(s) for megatron-energon in {layout.root}/.nv-meta (split train, samples: "
-          f"pipeline.shards.to_energon.AudiomillSample)")
+    print(f"indexed {shards} shard(s) for megatron-energon in {layout.url}/.nv-meta (split train, samples: "
+          f"pipeline.shards.to_energon.AudiomillSample); energon reads it as {energon_path(layout)}")
     return 0
 
 

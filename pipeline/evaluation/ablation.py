@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Collection, Iterable, Optional, Sequence
 
 from pipeline.config import CurateConfig
 from pipeline.evaluation.hypotheses import work_hypotheses
@@ -68,9 +68,11 @@ def decoded_and_enhanced(cfg: CurateConfig, sources: Sequence[str]) -> list[Reco
     return works
 
 
-def run_variants(cfg: CurateConfig, sources: Sequence[str], variants: Iterable[Variant] = VARIANTS,
-                 say: Callable[[str], None] = print) -> dict[str, Optional[dict[str, list[HypothesisSegment]]]]:
-    """Variant name -> name of recording -> labelled segments; None for a variant this config cannot run."""
+def run_variants(cfg: CurateConfig, sources: Sequence[str], names: Collection[str] = (),
+                 variants: Iterable[Variant] = VARIANTS, say: Callable[[str], None] = print
+                 ) -> dict[str, Optional[dict[str, list[HypothesisSegment]]]]:
+    """Variant name -> recording name (as in `names`, the references') -> labelled segments; None for a
+    variant this config cannot run."""
     started = time.perf_counter()
     works = decoded_and_enhanced(cfg, sources)
     for work in works:
@@ -88,6 +90,6 @@ def run_variants(cfg: CurateConfig, sources: Sequence[str], variants: Iterable[V
         labelled = works
         for stage in label_stages(variant.apply(cfg)):
             labelled = run_stage(stage, labelled)
-        results[variant.name] = work_hypotheses(labelled)
+        results[variant.name] = work_hypotheses(labelled, names)
         say(f"ablation: {variant.name}: {time.perf_counter() - started:.1f} s")
     return results

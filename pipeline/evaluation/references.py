@@ -9,13 +9,14 @@
   `<file>.txt` per recording.
 
 A recording is named by its file id, which is matched to the dataset's sources by file name without the
-extension (`/data/raw/ES2004a.wav` is `ES2004a`), as RTTM file ids are.
+extension (`/data/raw/ES2004a.wav` is `ES2004a`), as RTTM file ids are, or by a dotted prefix of it
+(`ES2004a.Mix-Headset.wav` is `ES2004a` too when the references name no `ES2004a.Mix-Headset`).
 """
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Collection, Optional
 
 from pipeline.shards.storage import storage_for
 
@@ -43,10 +44,15 @@ class Reference:
     has_speakers: bool = False
 
 
-def recording_name(source: str) -> str:
-    """The name references use for a source: its file name without the extension."""
+def recording_name(source: str, known: Collection[str] = ()) -> str:
+    """The name references use for a source: its file name without the extension, or, where that is not
+    among `known` names, the shortest dotted prefix that is (AMI's `ES2004a.Mix-Headset.wav` is `ES2004a`)."""
     base = posixpath.basename(source.rstrip("/"))
-    return base.rsplit(".", 1)[0] if "." in base else base
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    if stem in known or not known:
+        return stem
+    parts = stem.split(".")
+    return next((".".join(parts[:n]) for n in range(1, len(parts)) if ".".join(parts[:n]) in known), stem)
 
 
 def _fields(text: str, path: str, minimum: int):

@@ -8,6 +8,11 @@ audio sample type of its own; a CrudeWebdataset would leave `energon info` and `
 type to show or load). Energon's own AV decoder decodes the FLAC members. Nothing is copied. Training
 code gets `AudiomillSample`s from `get_train_dataset` / `get_loader` with any task encoder.
 
+On object storage energon reads through multi-storage-client (MSC): `s3://bucket/prefix` is
+`msc://_s3-bucket/prefix`, MSC's implicit profile for the bucket, which takes its endpoint and credentials
+from the standard AWS_* environment (or a profile of that name in the MSC config). The index is written
+through the same path energon will read, and `energon_path` gives it to the user.
+
 Energon indexes tars, not manifests: a shard holding a superseded duplicate (a retried writer's second
 commit of a recording) would be read with it, so such a dataset is refused until `audiomill-shards gc`
 has removed the shards that hold nothing else; a shard that mixes kept and superseded samples is named.
@@ -21,7 +26,9 @@ from megatron.energon import Sample
 
 from pipeline.shards.layout import DatasetError, DatasetLayout
 from pipeline.shards.manifest import MEMBER_SUFFIXES, read_manifest
-from pipeline.shards.storage import LocalStorage
+from pipeline.shards.storage import LocalStorage, is_url, protocol_of
+
+MSC_PROTOCOLS = ("s3", "gs", "ais")  # object stores MSC reaches through implicit profiles
 
 DATASET_YAML = f"""\
 # audiomill dataset for megatron-energon (audiomill-shards energon); the shards stay where they are
@@ -77,18 +84,30 @@ def energon_shards(layout: DatasetLayout) -> list[str]:
     return [f"shards/{name}.tar" for name in sorted(kept)]
 
 
+def energon_path(layout: DatasetLayout) -> str:
+    """The dataset as energon names it: a local path, or MSC's implicit profile for an object store."""
+    if isinstance(layout.storage, LocalStorage):
+        return layout.root
+    url = layout.url.rstrip("/")
+    protocol = protocol_of(url) if is_url(url) else ""
+    if protocol not in MSC_PROTOCOLS:
+        raise DatasetError(f"{layout.url}: energon reaches object stores through multi-storage-client, which "
+                           f"has no implicit profile for {protocol}:// (it has {', '.join(MSC_PROTOCOLS)})")
+    bucket_and_prefix = url.split("://", 1)[1]
+    bucket, _, prefix = bucket_and_prefix.partition("/")
+    return f"msc://_{protocol}-{bucket}/{prefix}"
+
+
 def write_energon_meta(layout: DatasetLayout, workers: int = 4) -> int:
     """Index the committed shards for energon under `DATASET/.nv-meta/`; the number of shards indexed."""
     from megatron.energon.epathlib import EPath
     from megatron.energon.flavors.webdataset.prepare import WebdatasetPreparator
 
-    if not isinstance(layout.storage, LocalStorage):
-        raise DatasetError(f"{layout.url}: energon's index is written for a local dataset (energon reads object "
-                           "stores through multi-storage-client profiles; prepare a local copy or a mounted path)")
+    root = energon_path(layout)
     tars = energon_shards(layout)
     if not tars:
         raise DatasetError(f"{layout.url}: no committed shards to index")
-    WebdatasetPreparator.prepare_dataset(EPath(layout.root), tars, split_parts_ratio=[("train", 1.0)],
+    WebdatasetPreparator.prepare_dataset(EPath(root), tars, split_parts_ratio=[("train", 1.0)],
                                          shuffle_seed=None, workers=workers)
     meta = layout.storage.join(layout.root, ".nv-meta")
     layout.storage.write_bytes(layout.storage.join(meta, "dataset.yaml"), DATASET_YAML.encode())

@@ -44,3 +44,6 @@ def test_bad_reference_files_name_the_file_and_line(tmp_path):
 def test_recordings_are_named_by_file_name_without_extension():
     assert recording_name("/data/raw/ES2004a.Mix-Headset.wav") == "ES2004a.Mix-Headset"
     assert recording_name("s3://bucket/raw/call 2.flac") == "call 2"
+    # AMI's audio carries the microphone after the meeting id its RTTM uses
+    assert recording_name("/ami/ES2004a.Mix-Headset.wav", {"ES2004a", "ES2004b"}) == "ES2004a"
+    assert recording_name("/ami/ES2004a.Mix-Headset.wav", {"ES2004a.Mix-Headset"}) == "ES2004a.Mix-Headset"

@@ -18,18 +18,32 @@ def energon_cli(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_energon_info_lint_and_loader_yield_our_samples(dataset_copy, capsys):
+@pytest.fixture(params=["local", "s3"])
+def energon_dataset(request, dataset_copy, dialogs):
+    """The dataset's URL and the path energon reads it by: a local folder, or one on the test S3 server
+    (energon through multi-storage-client's implicit profile, told only by the AWS_* environment)."""
+    if request.param == "local":
+        return str(dataset_copy), str(dataset_copy)
+    from tests.conftest import write_dataset
+
+    url = write_dataset(request.getfixturevalue("s3_server").url("ds"), dialogs)
+    bucket, prefix = url.split("://", 1)[1].split("/", 1)
+    return url, f"msc://_s3-{bucket}/{prefix}"
+
+
+def test_energon_info_lint_and_loader_yield_our_samples(energon_dataset, capsys):
     from megatron.energon import WorkerConfig, get_loader, get_val_dataset
 
-    assert shards_cli(["energon", str(dataset_copy)]) == 0
-    assert "indexed" in capsys.readouterr().out
-    info = energon_cli("info", dataset_copy)
+    url, path = energon_dataset
+    assert shards_cli(["energon", url]) == 0
+    assert f"energon reads it as {path}" in capsys.readouterr().out
+    info = energon_cli("info", path)
     assert info.returncode == 0 and "AudiomillSample" in info.stdout, info.stdout + info.stderr
-    lint = energon_cli("lint", dataset_copy, "--split-parts", "train")  # loads every sample
+    lint = energon_cli("lint", path, "--split-parts", "train")  # loads every sample
     assert lint.returncode == 0, lint.stdout[-2000:] + lint.stderr[-2000:]
 
-    ours = {s.key: s for s in iter_samples(dataset_copy, audio="both")}
-    dataset = get_val_dataset(str(dataset_copy), split_part="train", batch_size=1,
+    ours = {s.key: s for s in iter_samples(url, audio="both")}
+    dataset = get_val_dataset(path, split_part="train", batch_size=1,
                               worker_config=WorkerConfig(rank=0, world_size=1, num_workers=0))
     seen = []
     for batch in get_loader(dataset):
@@ -45,9 +59,6 @@ def test_energon_info_lint_and_loader_yield_our_samples(dataset_copy, capsys):
     assert sorted(seen) == sorted(ours)  # every sample once
 
 
-def test_a_dataset_on_object_storage_is_refused_with_the_reason(s3_server, dialogs):
-    from tests.conftest import write_dataset
-
-    url = write_dataset(s3_server.url("ds"), dialogs)
-    with pytest.raises(DatasetError, match="local dataset"):
-        write_energon_meta(DatasetLayout.of(url))
+def test_an_object_store_msc_cannot_reach_is_refused_with_the_reason():
+    with pytest.raises(DatasetError, match="no implicit profile for memory://"):
+        write_energon_meta(DatasetLayout.of("memory://bucket/ds"))
