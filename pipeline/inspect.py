@@ -21,7 +21,7 @@ from pipeline.shards.codec import decode_audio
 from pipeline.shards.layout import DatasetError, DatasetLayout, atomic_write
 from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, SHA_COLUMNS, read_manifest
 from pipeline.shards.members import member_limits, read_one_member
-from pipeline.shards.schema import SchemaError, SegmentRecord, is_valid_key
+from pipeline.shards.schema import SchemaError, is_valid_key, parse_record
 from pipeline.shards.storage import StorageError
 from pipeline.shards.stats import dataset_stats, format_stats, stats_json
 from pipeline.shards.verify import verify_dataset
@@ -73,7 +73,7 @@ def cmd_stats(layout: DatasetLayout, args) -> int:
 def cmd_show(layout: DatasetLayout, args) -> int:
     row = find_row(layout, args.key)
     try:
-        record = SegmentRecord.from_dict(json.loads(read_member(layout, row, f"{args.key}.{MEMBER_META}")))
+        record = parse_record(json.loads(read_member(layout, row, f"{args.key}.{MEMBER_META}")))
     except (ValueError, SchemaError) as e:
         raise DatasetError(f"{args.key}: metadata does not parse ({e})") from None
     if args.json:
@@ -82,12 +82,20 @@ def cmd_show(layout: DatasetLayout, args) -> int:
     meta = record.to_dict()
     words = meta.pop("words")
     text = meta.pop("text")
+    conversation = meta.pop("conversation", None)
     meta["shard"] = row["shard"]
     for name, value in meta.items():
         if isinstance(value, dict):
             value = "  ".join(f"{k}={v}" for k, v in value.items())
         print(f"{name:<14}{value}")
     print(f"{'text':<14}{text if text is not None else '-'}")
+    if conversation:
+        print(f"conversation ({conversation['task_type']}, line {conversation['line']}):")
+        for m in conversation["messages"]:
+            audio = f"{m['num_samples'] / record.audio.sample_rate:.2f} s of audio ({m['audio_source']})" \
+                if m["num_samples"] else ""
+            print(f"  {m['role']:<10}{m['message_type']:<11}{audio}{'  ' if audio and m['text'] else ''}"
+                  f"{m['text'] or ''}")
     if words:
         print("words:")
         for w in words:

@@ -13,6 +13,7 @@ import pickle
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -192,8 +193,25 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
                   pipeline: PipelineInfo, write: WriteSettings) -> Iterator[RecordingOutcome]:
     """Outcomes of written recordings as they finish, for `todo` = [(source, recording ids to skip)], in
     any order; the writers commit everything before their outcomes arrive."""
+    decode_cfg, sample_rate, storage_options = cfg.decode, cfg.sample_rate, write.storage_options
+
+    def decode(item: dict) -> Iterator[RecordingWork]:
+        source = os.fsdecode(item["source"])  # bytes across Ray: a file name need not be valid UTF-8
+        yield from decode_sessions(source, decode_cfg, sample_rate, set(item["skip"]), storage_options)
+
+    items = [{"source": os.fsencode(source), "skip": list(skip)} for source, skip in todo]
+    yield from stream_works(cfg, items, decode, stages, partial(pack_recording, pipeline=pipeline), write)
+
+
+def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[RecordingWork]], stages: list[StagePlan],
+                 pack: Callable[[RecordingWork], object], write: WriteSettings) -> Iterator[RecordingOutcome]:
+    """The streaming job of any input: each item `expand`s into works (tasks), the model stages run as actor
+    pools, `pack` turns a finished work into a PackedRecording (tasks), the writers commit. `cfg` holds `ray`,
+    `resources` (decode, pack, write and the stages') and `pools()` (the curation config, or prepare_sft's)."""
     import ray
 
+    if not items:
+        return
     init_ray(cfg)
     wait_for_capacity(cfg)
     context = ray.data.DataContext.get_current()
@@ -204,24 +222,17 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
     # Ray Data fills a block up to this size before it moves on; sessions are far bigger than a row of
     # ordinary data, so anything small makes each session travel alone and stream through the stages
     context.target_max_block_size = int(cfg.ray.target_max_block_mb * 2**20)
-    decode_cfg = cfg.decode
-    sample_rate, storage_options = cfg.sample_rate, write.storage_options
 
-    def decode(row: dict) -> Iterator[dict]:
+    def decode(item: dict) -> Iterator[dict]:
         # a generator: each session leaves the task as its own block before the next one is decoded
-        source = os.fsdecode(row["source"])  # bytes across Ray: a file name need not be valid UTF-8
-        for work in decode_sessions(source, decode_cfg, sample_rate, set(row["skip"]),
-                                    storage_options):
+        for work in expand(item):
             yield to_row(work)
 
-    def pack(row: dict) -> dict:
+    def pack_row(row: dict) -> dict:
         # pickled here, once: a column of large Python objects makes Ray Data try Arrow first, then pickle
-        packed = pack_recording(from_row(row["work"], row["audio"], row["enhanced"]), pipeline)
+        packed = pack(from_row(row["work"], row["audio"], row["enhanced"]))
         return {"packed": pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)}
 
-    items = [{"source": os.fsencode(source), "skip": list(skip)} for source, skip in todo]
-    if not items:
-        return
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), cfg.ray.input_blocks))
     ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus, **declared_memory(cfg.resources.decode))
     for plan in stages:
@@ -231,7 +242,7 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
         ds = ds.map_batches(actor, fn_constructor_args=(plan.name, plan.make), batch_size=r.batch_size,
                             batch_format="numpy", compute=actor_pool(r), num_cpus=r.num_cpus,
                             num_gpus=r.num_gpus or None, **declared_memory(r))
-    ds = ds.map(pack, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
+    ds = ds.map(pack_row, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
     w = cfg.resources.write
     writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
     ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="numpy",

@@ -22,6 +22,7 @@ class CurationSummary:
     wall_seconds: float = 0.0
     bytes_committed: int = 0                                  # sample bytes the writers committed
     driver_bytes: int = 0                                     # bytes of outcome records the driver received
+    job: str = "curate"                                       # whose lines these are (curate, prepare_sft)
 
     def add(self, outcome: RecordingOutcome) -> None:
         self.recordings[outcome.outcome] += 1
@@ -41,7 +42,7 @@ class CurationSummary:
         done = sum(self.recordings.values())
         counts = ", ".join(f"{self.recordings[k]} {k}" for k in ("committed", "rejected", "failed")
                            if self.recordings[k])
-        return (f"curate: {done} recording(s) done ({counts or 'none yet'}), {self.hours_in * 60:.1f} min of audio, "
+        return (f"{self.job}: {done} recording(s) done ({counts or 'none yet'}), {self.hours_in * 60:.1f} min of audio, "
                 f"{self.segments} segments kept, {elapsed_seconds:.0f} s")
 
     @property
@@ -69,4 +70,5 @@ class CurationSummary:
                 ("wall seconds", f"{self.wall_seconds:.1f}"),
                 ("throughput (audio h / h)", f"{self.audio_hours_per_hour:.1f}")]
         width = max(len(k) for k, _ in rows)
-        return "\n".join(["curation summary", "-" * (width + 14)] + [f"{k:<{width}}  {v:>12}" for k, v in rows])
+        title = "curation summary" if self.job == "curate" else f"{self.job} summary"
+        return "\n".join([title, "-" * (width + 14)] + [f"{k:<{width}}  {v:>12}" for k, v in rows])

@@ -22,7 +22,7 @@ from pipeline.shards.manifest import (
     rows_by_shard,
 )
 from pipeline.shards.members import iter_members, member_limits
-from pipeline.shards.schema import SegmentRecord
+from pipeline.shards.schema import SegmentRecord, parse_record
 from pipeline.shards.storage import Storage
 
 AudioChoice = Literal["original", "enhanced", "both"]
@@ -50,7 +50,7 @@ def decode_sample(raw: dict, audio: AudioChoice = "original") -> Sample:
     key = raw.get("__key__", "?")
     if MEMBER_META not in raw:
         raise DatasetError(f"{key}: no {MEMBER_META} member")
-    record = SegmentRecord.from_dict(json.loads(raw[MEMBER_META]))
+    record = parse_record(json.loads(raw[MEMBER_META]))
     if audio == "enhanced":
         if MEMBER_ENHANCED not in raw:
             raise DatasetError(f"{key}: no enhanced audio stored (was enhancement on?)")

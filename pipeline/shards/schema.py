@@ -388,6 +388,126 @@ class SegmentRecord(_Record):
         return derived + super(SegmentRecord, cls).columns()
 
 
+# ---- conversations: the fine-tuning extension (conversation schema version 1) ------------------
+#
+# A prepared fine-tuning dataset (`python -m jobs.prepare_sft`) holds one sample per conversation of the
+# released fine-tuning format (a JSONL line: `task_type`, `conversation` of messages with `role`,
+# `message_type`, `content`). The sample is a SegmentRecord whose audio is every audio message of the
+# conversation, concatenated in order, and whose tokens are each message's semantic tokens, concatenated
+# likewise; `conversation` says which message holds which range of both. So a conversation sample has the
+# members of any sample (KEY.flac, KEY.json, KEY.tok.npy), and every reader, `verify`, `stats` and the
+# interop commands read it as they read a segment; the trainer lays it out as a conversation.
+
+CONVERSATION_SCHEMA_VERSION = 1
+TASK_TYPES = ("understanding", "speech2speech")
+ROLES = ("user", "assistant")
+MESSAGE_TYPES = ("text", "audio", "audio-text")
+
+
+@dataclass(frozen=True, slots=True)
+class Message(_Record):
+    """One message. `text`: the words of a text (or audio-text) message; an audio (or audio-text) message
+    holds samples [first_sample, first_sample + num_samples) of the sample's audio, from `audio_source`,
+    and tokens [first_token, first_token + num_tokens) of its semantic tokens."""
+    role: str
+    message_type: str
+    text: Optional[str] = None
+    audio_source: Optional[str] = None
+    first_sample: Optional[int] = field(default=None, metadata=column(minimum=0))
+    num_samples: Optional[int] = field(default=None, metadata=column(minimum=1))
+    first_token: Optional[int] = field(default=None, metadata=column(minimum=0))
+    num_tokens: Optional[int] = field(default=None, metadata=column(minimum=0))
+
+    @property
+    def has_audio(self) -> bool:
+        return self.message_type in ("audio", "audio-text")
+
+    @property
+    def has_text(self) -> bool:
+        return self.message_type in ("text", "audio-text")
+
+    @classmethod
+    def from_dict(cls, data: Any, prefix: str = "conversation.messages[].") -> "Message":
+        message = super(Message, cls).from_dict(data, prefix)
+        message.check(prefix)
+        return message
+
+    def check(self, prefix: str = "") -> None:
+        if self.role not in ROLES:
+            raise SchemaError(prefix + "role", f"{self.role!r} is not one of {', '.join(ROLES)}")
+        if self.message_type not in MESSAGE_TYPES:
+            raise SchemaError(prefix + "message_type", f"{self.message_type!r} is not one of {', '.join(MESSAGE_TYPES)}")
+        if self.has_text and not self.text:
+            raise SchemaError(prefix + "text", f"a {self.message_type} message needs its text")
+        ranges = (self.first_sample, self.num_samples, self.first_token, self.num_tokens)
+        if self.has_audio and any(v is None for v in ranges):
+            raise SchemaError(prefix + "num_samples", "an audio message needs its sample and token ranges")
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation(_Record):
+    """A conversation's structure: its task type, its messages in order, and where it came from (`line`
+    of the JSONL at the record's `source`, counted from 1)."""
+    task_type: str = field(metadata=column("string"))
+    line: int = field(metadata=column("int64", "conversation_line", minimum=1))
+    messages: tuple[Message, ...] = ()
+    version: int = field(default=CONVERSATION_SCHEMA_VERSION, metadata=column("int32", "conversation_schema"))
+
+    def audio_messages(self) -> list[Message]:
+        return [m for m in self.messages if m.has_audio]
+
+    @classmethod
+    def from_dict(cls, data: Any, prefix: str = "conversation.") -> "Conversation":
+        conversation = super(Conversation, cls).from_dict(data, prefix)
+        if conversation.version != CONVERSATION_SCHEMA_VERSION:
+            raise SchemaError(prefix + "version", f"conversation schema {conversation.version} is not supported "
+                                                  f"(expected {CONVERSATION_SCHEMA_VERSION})")
+        if conversation.task_type not in TASK_TYPES:
+            raise SchemaError(prefix + "task_type", f"{conversation.task_type!r} is not one of {', '.join(TASK_TYPES)}")
+        return conversation
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord(SegmentRecord):
+    """A SegmentRecord (schema 1) with its `conversation`; audio and tokens of the messages concatenated."""
+    conversation: Optional[Conversation] = None
+
+    def __post_init__(self):
+        SegmentRecord.__post_init__(self)
+        if self.conversation is None:
+            raise SchemaError("conversation", "missing")
+        samples = tokens = 0
+        for i, message in enumerate(self.conversation.messages):
+            message.check(f"conversation.messages[{i}].")
+            if message.has_audio:
+                if message.first_sample != samples or message.first_token != tokens:
+                    raise SchemaError(f"conversation.messages[{i}].first_sample", "audio ranges must follow each "
+                                      f"other from 0 (expected sample {samples}, token {tokens})")
+                samples, tokens = samples + message.num_samples, tokens + message.num_tokens
+        if samples != self.audio.num_samples:
+            raise SchemaError("audio.num_samples", f"{self.audio.num_samples}, the messages hold {samples}")
+        if self.tokens is not None and tokens != self.tokens.count:
+            raise SchemaError("tokens.count", f"{self.tokens.count}, the messages hold {tokens}")
+
+    def expected_tokens(self) -> int:
+        return sum(expected_token_count(m.num_samples, self.audio.sample_rate)
+                   for m in self.conversation.audio_messages())
+
+
+def parse_record(data: Any) -> SegmentRecord:
+    """A sample's KEY.json as its record: a ConversationRecord when it holds a conversation."""
+    if isinstance(data, dict) and data.get("conversation") is not None:
+        return ConversationRecord.from_dict(data)
+    return SegmentRecord.from_dict(data)
+
+
+def expected_tokens(record: SegmentRecord) -> int:
+    """Semantic tokens a sample's audio yields: one clip, or each message's clip of a conversation."""
+    if isinstance(record, ConversationRecord):
+        return record.expected_tokens()
+    return expected_token_count(record.audio.num_samples, record.audio.sample_rate)
+
+
 # ---- what a filter dropped and what raised ---------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.shards.layout import DatasetError, DatasetLayout
 from pipeline.shards.manifest import MEMBER_AUDIO, MEMBER_META, SHA_COLUMNS, read_manifest, rows_by_shard
 from pipeline.shards.members import iter_members, member_limits, member_problem
-from pipeline.shards.schema import SegmentRecord
+from pipeline.shards.schema import SegmentRecord, parse_record
 from pipeline.shards.storage import LocalStorage
 
 
@@ -103,7 +103,7 @@ def dataset_cuts(layout: DatasetLayout) -> list:
         else:
             metas, offsets = scan_remote_tar(layout, tar, limits, keys), {}
         for data in metas.values():
-            record = SegmentRecord.from_dict(json.loads(data))
+            record = parse_record(json.loads(data))
             cuts.append(sample_cut(record, audio_command(layout, tar, record.key, offsets)))
     return cuts
 

@@ -15,7 +15,7 @@ from pipeline.shards.manifest import (
     MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, duplicate_owners, expected_members, read_manifest, rows_by_shard,
 )
 from pipeline.shards.members import iter_members, member_limits
-from pipeline.shards.schema import SchemaError, SegmentRecord, expected_token_count
+from pipeline.shards.schema import SchemaError, expected_tokens, parse_record
 
 # Stored audio may differ from end-start by rounding to whole samples at both ends.
 DURATION_TOLERANCE_SAMPLES = 2
@@ -42,7 +42,7 @@ def check_sample(row: dict, members: dict[str, bytes]) -> list[str]:
     if problems:
         return problems  # decoding damaged bytes would only repeat the same finding
     try:
-        record = SegmentRecord.from_dict(json.loads(members[f"{key}.{MEMBER_META}"]))
+        record = parse_record(json.loads(members[f"{key}.{MEMBER_META}"]))
     except (ValueError, SchemaError) as e:
         return [f"invalid metadata: {e}"]
     if record.key != key:
@@ -71,12 +71,12 @@ def check_sample(row: dict, members: dict[str, bytes]) -> list[str]:
                 tokens = decode_npy(members[token_name])
             except ValueError as e:
                 return problems + [f"{token_name} does not decode: {e}"]
-            expected = expected_token_count(record.audio.num_samples, record.audio.sample_rate)
+            expected = expected_tokens(record)
             if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
                 problems.append(f"{token_name}: expected a 1-D integer array, got {tokens.dtype} {tokens.shape}")
             elif len(tokens) != record.tokens.count or len(tokens) != expected:
                 problems.append(f"{token_name}: {len(tokens)} tokens, record says {record.tokens.count}, "
-                                f"12.5 Hz over {record.audio.seconds:.3f} s gives {expected}")
+                                f"12.5 Hz over {record.audio.seconds:.3f} s of audio gives {expected}")
     return problems
 
 

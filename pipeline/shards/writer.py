@@ -25,8 +25,8 @@ from pipeline import __version__
 from pipeline.shards.codec import encode_flac, encode_npy
 from pipeline.shards.layout import DatasetLayout
 from pipeline.shards.manifest import (
-    FAILED_SCHEMA, MANIFEST_SCHEMA, MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, REJECTED_SCHEMA,
-    failed_rows, manifest_row, rejected_rows, rows_to_table, write_parquet,
+    FAILED_SCHEMA, MEMBER_AUDIO, MEMBER_ENHANCED, MEMBER_META, MEMBER_TOKENS, REJECTED_SCHEMA,
+    failed_rows, manifest_row, manifest_schema, rejected_rows, rows_to_table, write_parquet,
 )
 from pipeline.shards.schema import SCHEMA_VERSION, FailedRecord, RejectedRecord, SchemaError, SegmentRecord
 from pipeline.shards.stats import dataset_totals
@@ -89,6 +89,7 @@ class _OpenShard:
         self.file: IO[bytes] = self._staged.enter_context(layout.storage.open_atomic(layout.shard_tar(name)))
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.rows: list[dict] = []
+        self.record_type: type = SegmentRecord  # a conversation dataset's manifest has its extra columns
         self.rejected: list[RejectedRecord] = []
         self.recording_ids: set[str] = set()
         self.num_bytes = 0
@@ -102,6 +103,7 @@ class _OpenShard:
             digests[suffix] = hashlib.sha256(data).hexdigest()
             size += len(data)
         self.rows.append(manifest_row(record, self.name, digests, size))
+        self.record_type = type(record)
         self.recording_ids.add(record.recording_id)
         self.num_bytes += size
 
@@ -216,7 +218,7 @@ class ShardWriter:
             if tied:
                 self._write_part(self.layout.rejected, rows_to_table(rejected_rows(tied), REJECTED_SCHEMA))
             write_parquet(self.layout.storage, self.layout.shard_manifest(shard.name),
-                          rows_to_table(shard.rows, MANIFEST_SCHEMA))  # the commit
+                          rows_to_table(shard.rows, manifest_schema(shard.record_type)))  # the commit
             self.committed.append(shard.name)
         if self._loose_rejected:
             self._write_part(self.layout.rejected, rows_to_table(rejected_rows(self._loose_rejected), REJECTED_SCHEMA))

@@ -73,6 +73,7 @@ class RecordingWork:
     rejection: Optional[Rejection] = None
     failure: Optional[Failure] = None
     stage_seconds: tuple[tuple[str, float], ...] = ()
+    conversation: Optional[object] = None  # a fine-tuning conversation's plan (pipeline/sft), carried to pack
 
     @property
     def active(self) -> bool:

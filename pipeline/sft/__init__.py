@@ -1,0 +1,1 @@
+"""Fine-tuning data: the released conversation format (JSONL) prepared into shards (`jobs.prepare_sft`)."""
