@@ -7,11 +7,21 @@ from omegaconf import OmegaConf
 from jobs.cli import ConfigError, load_config, load_settings
 from pipeline.config import CurateConfig
 from pipeline.evaluation.config import EvaluateConfig
+from pipeline.sft.prepare import PrepareSftConfig
 from trainer.config import PretrainConfig, SftConfig
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
 SCHEMAS = {"curate": CurateConfig, "pretrain": PretrainConfig, "sft": SftConfig, "evaluate": EvaluateConfig,
-           "configs": None}
+           "prepare_sft": PrepareSftConfig, "configs": None}
+POOLS = "instructions.yaml"  # configs/sft/instructions.yaml: the instruction pools, not a job's config
+
+
+def kind(path: Path) -> str:
+    """Which job a config file is for: its folder's, except configs/sft/prepare*.yaml (jobs.prepare_sft)."""
+    return "prepare_sft" if path.parent.name == "sft" and path.name.startswith("prepare") else path.parent.name
+
+
+JOB_CONFIGS = [p for p in CONFIGS if p.name != POOLS]
 
 
 def test_there_are_configs():
@@ -23,18 +33,19 @@ RUN_ARGUMENTS = {  # what each kind of job takes on the command line
     "pretrain": {"run_dir", "data.dataset", "data.text_tokenizer", "model.whisper", "model.init_checkpoint"},
     "sft": {"run_dir", "data.dataset", "data.text_tokenizer", "model.whisper", "model.init_checkpoint"},
     "evaluate": {"refs", "dataset"},
+    "prepare_sft": {"input", "output"},
     "configs": set(),
 }
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_and_leaves_only_the_run_arguments_open(path):
-    cfg = load_config(str(path), schema=SCHEMAS[path.parent.name])
-    assert OmegaConf.missing_keys(cfg) <= RUN_ARGUMENTS[path.parent.name]  # given on the command line
+    cfg = load_config(str(path), schema=SCHEMAS[kind(path)])
+    assert OmegaConf.missing_keys(cfg) <= RUN_ARGUMENTS[kind(path)]  # given on the command line
     OmegaConf.to_container(cfg, resolve=True)
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name in ("pretrain", "sft")],
+@pytest.mark.parametrize("path", [p for p in JOB_CONFIGS if kind(p) in ("pretrain", "sft")],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_training_configs_name_a_model_preset_and_the_seven_tasks(path):
     from model.config import PRESETS
@@ -125,10 +136,22 @@ def test_the_production_config_is_the_code_defaults():
     from_code = OmegaConf.to_object(OmegaConf.structured(CurateConfig(input="x", output="y")))
     assert dataclasses.asdict(from_file) == dataclasses.asdict(from_code)
     assert from_file.tokenize.enabled  # the trainer needs semantic tokens
-    evaluate = load_settings(EvaluateConfig, "configs/evaluate/default.yaml", ["refs=r", "dataset=d"])
-    assert evaluate == EvaluateConfig(refs="r", dataset="d")
     assert all(r.num_gpus >= 1 for stage, r in from_file.pools().items() if stage in from_file.stage_devices()
                and from_file.stage_devices()[stage].startswith("cuda"))
+    evaluate = load_settings(EvaluateConfig, "configs/evaluate/default.yaml", ["refs=r", "dataset=d"])
+    assert evaluate == EvaluateConfig(refs="r", dataset="d")
+    prepare = load_settings(PrepareSftConfig, "configs/sft/prepare.yaml", ["input=i", "output=o"])
+    from_code = OmegaConf.to_object(OmegaConf.structured(PrepareSftConfig(input="i", output="o")))
+    assert dataclasses.asdict(prepare) == {**dataclasses.asdict(from_code), "instructions": f"configs/sft/{POOLS}"}
+
+
+def test_the_instruction_pools_load_and_name_every_task():
+    from pipeline.sft.instructions import load_pools
+
+    pools = load_pools(f"configs/sft/{POOLS}", 0.5)
+    assert pools.problems() == []
+    assert len(pools.pools["asr"]) >= 10 and {"understanding", "aqa", "captioning", "emotion", "sound_event",
+                                               "chat", "speech2speech"} <= set(pools.pools)
 
 
 def test_unknown_keys_and_wrong_types_are_all_named_at_once(tmp_path, capsys):
