@@ -55,7 +55,7 @@ def special_ids(cfg: PretrainConfig, model_cfg) -> SpecialIds:
                       audio_offset=model_cfg.audio_token_offset,
                       audio_vocab_size=model_cfg.vocab_size - model_cfg.audio_token_offset,
                       audio_delay=t.audio_delay, user_start=t.user_start, assistant_start=t.assistant_start,
-                      speech_ct=t.speech_ct, msg_end=t.msg_end)
+                      speech_ct=t.speech_ct, msg_end=t.msg_end, speech_ctd=t.speech_ctd)
 
 
 def text_encoder(folder: str):
@@ -82,6 +82,15 @@ def dataset_specs(data: DataSettings) -> list[DatasetSpec]:
     return specs
 
 
+def instruction_pool(cfg: PretrainConfig) -> list[str]:
+    """sft_asr's instructions, drawn per sample: the pool `data.instruction_pool` of `data.instructions`
+    (written ones; spoken instructions need tokens, which jobs.prepare_sft makes), else none."""
+    from pipeline.sft.instructions import load_pools
+
+    pools = load_pools(cfg.data.instructions, 0.0)
+    return [item.text for item in pools.pools.get(cfg.data.instruction_pool) or []]
+
+
 def build_loader(cfg: PretrainConfig, datasets: list[DatasetSpec], ids: SpecialIds, encode, dp_rank: int,
                  dp_size: int, seed: int, listings: list[dict] | None = None) -> BatchLoader | WorkerBatchLoader:
     """In-process with `data.num_workers: 0`; otherwise worker processes, each its own share of shards.
@@ -93,7 +102,7 @@ def build_loader(cfg: PretrainConfig, datasets: list[DatasetSpec], ids: SpecialI
                              seed=seed, text_corpus=list(d.text_corpus), listings=listings, seq_len=d.seq_len,
                              weights=dict(cfg.tasks), max_window_segments=d.max_window_segments,
                              enhanced_fraction=d.enhanced_fraction, ids=ids, encode_text=encode, strict=d.strict,
-                             instruction=d.sft_instruction)
+                             instruction=d.sft_instruction, instructions=instruction_pool(cfg))
         return BatchLoader(stream, d.seq_len, d.micro_batch_rows, pad_id=ids.blank, shuffle_buffer=d.shuffle_buffer)
 
     if d.num_workers == 0:

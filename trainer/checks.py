@@ -11,7 +11,9 @@ import numpy as np
 import pyarrow.compute as pc
 
 from trainer.config import LOSS_NORMALISATIONS, DataSettings, PretrainConfig
-from trainer.data.tasks import TASKS, TASKS_NEEDING_TEXT, SegmentInput, SpecialIds, build_task, build_text_only
+from trainer.data.tasks import (
+    CONVERSATION_TASKS, TASKS, TASKS_NEEDING_TEXT, SegmentInput, SpecialIds, build_task, build_text_only,
+)
 
 
 def run_problems(cfg: PretrainConfig, world_size: int) -> list[str]:
@@ -51,6 +53,13 @@ def run_problems(cfg: PretrainConfig, world_size: int) -> list[str]:
         if not d.text_corpus:
             add("tasks.text_only has weight but no text corpus is configured (data.text_corpus)")
         problems += [f"data.text_corpus: no file {c}" for c in d.text_corpus if not os.path.isfile(c)]
+    if d.instructions and not os.path.isfile(d.instructions):
+        add(f"data.instructions: no file {d.instructions}")
+    elif d.instructions and weights.get("sft_asr", 0) > 0:
+        from trainer.build import instruction_pool
+
+        if not instruction_pool(cfg):
+            add(f"data.instruction_pool={d.instruction_pool!r}: no such pool (or an empty one) in {d.instructions}")
     readers = dp * max(1, d.num_workers)
     shortest, shard_counts = None, {}
     for setting, spec in blend_problems(add, d):
@@ -170,12 +179,17 @@ def seq_len_problems(cfg: PretrainConfig, weights: dict, shortest_tokens: int) -
     tok = cfg.tokens
     ids = SpecialIds(blank=tok.blank, text_eos=tok.text_eos, media_begin=tok.media_begin, media_end=tok.media_end,
                      audio_offset=0, audio_delay=tok.audio_delay, user_start=tok.user_start,
-                     assistant_start=tok.assistant_start, speech_ct=tok.speech_ct, msg_end=tok.msg_end)
+                     assistant_start=tok.assistant_start, speech_ct=tok.speech_ct, msg_end=tok.msg_end,
+                     speech_ctd=tok.speech_ctd)
     segment = SegmentInput(np.zeros(max(1, shortest_tokens), np.int64), [0], None)
-    instruction = [0] * len(cfg.data.sft_instruction.split()) if cfg.data.sft_instruction else []
+    from trainer.build import instruction_pool
+
+    pool = instruction_pool(cfg) if cfg.data.instructions and os.path.isfile(cfg.data.instructions) else []
+    longest = max([len(text.split()) for text in [cfg.data.sft_instruction, *pool]])
+    instruction = [0] * longest
     problems = []
     for task in TASKS:
-        if weights.get(task, 0) <= 0:
+        if weights.get(task, 0) <= 0 or task in CONVERSATION_TASKS:  # a conversation that does not fit is skipped
             continue
         sample = build_text_only([0], ids) if task == "text_only" else build_task(task, [segment], ids, instruction)
         if len(sample) > cfg.data.seq_len:

@@ -16,8 +16,10 @@ from trainer.data.tasks import TASKS
 from trainer.optim import OptimSettings
 
 PRETRAIN_TASK_WEIGHTS = {"audio_only": 1.0, "text_only": 7.0, "asr": 1.0, "tts": 1.0, "audio_semantic": 1.0,
-                         "audio_text": 1.0, "audio_semantic_text": 2.0, "sft_asr": 0.0}  # report Table 3
-SFT_TASK_WEIGHTS = {task: 1.0 if task == "sft_asr" else 0.0 for task in TASKS}
+                         "audio_text": 1.0, "audio_semantic_text": 2.0, "sft_asr": 0.0, "sft_understanding": 0.0,
+                         "sft_speech2speech": 0.0}  # report Table 3
+# fine-tuning: the ASR layout on curated shards, and prepared conversations (jobs.prepare_sft) of either kind
+SFT_TASK_WEIGHTS = {task: 1.0 if task.startswith("sft_") else 0.0 for task in TASKS}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class DataSettings:
     enhanced_fraction: float = 0.5
     strict: bool = False
     sft_instruction: str = ""
+    instructions: Optional[str] = None
+    instruction_pool: str = "asr"
     num_workers: int = 4
     prefetch_batches: int = 2
     shuffle_buffer: int = 256
@@ -84,6 +88,7 @@ class TokenIds:
     assistant_start: int = 151671
     speech_ct: int = 151675
     msg_end: int = 151645
+    speech_ctd: int = 151676
     audio_delay: int = 6
 
 

@@ -7,7 +7,10 @@ dataset's shards are shuffled from (seed, epoch) and dealt to the readers round-
 piece each. After a resume on a different number of readers (`trainer/data/reshard.py`), a reader
 first works the queue of pieces it was dealt, the unused rest of the epochs in flight, and then
 continues with regular epochs. A window of consecutive segments of the current recording becomes one
-sample of a task drawn by the configured weights; text-only samples come from the text corpus. Every
+sample of a task drawn by the configured weights; text-only samples come from the text corpus. A prepared
+conversation (jobs.prepare_sft) is a recording of one sample and becomes one sample of its own task
+(sft_understanding or sft_speech2speech, skipped when that task has no weight); sft_asr's instruction is
+drawn from the instruction pool when one is given. Every
 sample carries its origin (dataset, epoch, shard, recording, segment range, keys), which is what a
 resume on another reader count deals out again when the sample was drawn but not yet trained on.
 
@@ -27,7 +30,7 @@ import numpy as np
 from trainer.data.errors import DataError
 from trainer.data.shard_order import dataset_seed, dataset_shards, rank_shards, whole_shard
 from trainer.data.tasks import (
-    SegmentInput, SpecialIds, TaskSample, build_task, build_text_only, draw_task,
+    ConversationTurn, SegmentInput, SpecialIds, TaskSample, build_conversation, build_task, build_text_only, draw_task,
 )
 from trainer.data.text_corpus import TextDocuments
 
@@ -68,12 +71,13 @@ class PretrainStream:
                  max_window_segments: int, enhanced_fraction: float, ids: SpecialIds,
                  encode_text: Callable[[str], list[int]], texts: Optional[TextDocuments] = None,
                  strict: bool = False, instruction: str = "", shards: Optional[Sequence[str]] = None,
-                 owners: Optional[dict] = None):
+                 owners: Optional[dict] = None, instructions: Sequence[str] = ()):
         self.dataset, self.rank, self.world, self.seed = dataset, rank, world, seed
         self.seq_len, self.weights, self.max_window = seq_len, dict(weights), max_window_segments
         self.enhanced_fraction, self.ids, self.encode_text = enhanced_fraction, ids, encode_text
         self.texts, self.strict = texts, strict
         self.instruction = encode_text(instruction) if instruction else []  # the sft_asr user prompt
+        self.instructions = [encode_text(text) for text in instructions]  # a pool to draw it from instead
         if shards is None:
             owners, shards = dataset_shards(dataset)
         self.owners, self.shards = owners, sorted(shards)
@@ -202,6 +206,24 @@ class PretrainStream:
     def __iter__(self) -> "PretrainStream":
         return self
 
+    def _conversation(self, sample) -> Optional[TaskSample]:
+        """A prepared conversation's sample; None when its task has no weight or it does not fit seq_len."""
+        conversation = sample.record.conversation
+        task = f"sft_{conversation.task_type}"
+        if self.weights.get(task, 0) <= 0:
+            return None
+        if sample.tokens is None:
+            raise DataError(f"{self.dataset}: conversation {sample.key} has no semantic tokens")
+        turns = []
+        for m in conversation.messages:
+            semantic = audio = None
+            if m.has_audio:
+                semantic = np.asarray(sample.tokens[m.first_token:m.first_token + m.num_tokens], np.int64)
+                audio = sample.audio[m.first_sample:m.first_sample + m.num_samples]
+            turns.append(ConversationTurn(m.role, self.encode_text(m.text) if m.has_text else None, semantic, audio))
+        built = build_conversation(conversation.task_type, turns, self.ids)
+        return built if len(built) <= self.seq_len else None
+
     def __next__(self) -> TaskSample:
         s = self._state
         skipped_in_a_row = 0
@@ -210,15 +232,34 @@ class PretrainStream:
                 self._recording = self._next_recording()
             rec = self._recording
             samples, first = rec.samples, s.segment_pos
+            if getattr(samples[first].record, "conversation", None) is not None:
+                built = self._conversation(samples[first])
+                s.segment_pos += 1
+                if s.segment_pos >= rec.end:
+                    self._recording, s.recording_pos, s.segment_pos = None, s.recording_pos + 1, 0
+                if built is None:
+                    s.skipped_segments += 1
+                    skipped_in_a_row += 1
+                    if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+                        raise DataError(f"{skipped_in_a_row} conversations in a row have no task weight or do not "
+                                        f"fit seq_len {self.seq_len}: check tasks.sft_* and data.seq_len")
+                    continue
+                built.origin = {"epoch": rec.piece["epoch"], "shard": rec.piece["shard"], "recording": rec.index,
+                                "segments": [first, first + 1], "keys": [samples[first].key],
+                                "seconds": samples[first].record.end - samples[first].record.start}
+                return built
             has_text = all(x.record.text for x in samples[first:min(rec.end, first + self.max_window)])
             task = draw_task(self.rng, self.weights, has_text)
             if task == "text_only":
                 return self._text_sample()
             window, built = [], None
             limit = 1 if task == "sft_asr" else self.max_window
+            instruction = self.instruction
+            if task == "sft_asr" and self.instructions:
+                instruction = self.instructions[int(self.rng.integers(len(self.instructions)))]
             while first + len(window) < rec.end and len(window) < limit:
                 grown = [*window, self._segment(samples[first + len(window)])]
-                candidate = build_task(task, grown, self.ids, self.instruction)
+                candidate = build_task(task, grown, self.ids, instruction)
                 if len(candidate) > self.seq_len:
                     break
                 window, built = grown, candidate

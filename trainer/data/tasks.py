@@ -14,6 +14,21 @@ Tasks (report order, weights 1:7:1:1:1:1:2): audio_only (ad...), text_only (t), 
 tts (t, ad, ...), audio_semantic (a, ad, a, ad...), audio_text (a, t, a, t...),
 audio_semantic_text (a, ad/t, a, ad/t...). Fine-tuning adds sft_asr, the released ASR layout (facts
 B6-B7): user turn (instruction, audio, ct, msg_end), assistant start, transcript + eos (loss), msg_end.
+
+Conversations (jobs.prepare_sft; tasks sft_understanding and sft_speech2speech) follow the released
+prompt manager (facts B6) message by message, with loss on the assistant's turns only (B7):
+
+    role token    A = user_start / assistant_start, T = blank, when the role changes (so the prompt ends
+                  with assistant_start)
+    user text     T = ids, A = blanks
+    user audio    A = media_begin, ids, media_end (continuous: Whisper features at the ids), T = blanks
+    end of a user run with audio: A = ct (answer in text: understanding) or ctd (text and speech:
+                  speech2speech), T = blank; every run then ends with A = msg_end, T = blank
+    assistant text        T = ids, eos (text loss), A = blanks
+    assistant audio       A = 6 blanks, ids, media_end (audio loss on the ids and media_end), T = blanks
+    assistant audio-text  both at once: A as assistant audio, T = ids, eos (text loss), the shorter
+                  stream padded with blanks; the speech is discrete only, as generation feeds it back
+                  (the released fine-tuning code trains ASR only and has no speech-output layout)
 """
 from __future__ import annotations
 
@@ -23,8 +38,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 TASKS = ("audio_only", "text_only", "asr", "tts", "audio_semantic", "audio_text", "audio_semantic_text",
-         "sft_asr")
+         "sft_asr", "sft_understanding", "sft_speech2speech")
 TASKS_NEEDING_TEXT = ("asr", "tts", "audio_text", "audio_semantic_text", "sft_asr")
+# built from a prepared conversation sample (its task type names the task), never from segments
+CONVERSATION_TASKS = ("sft_understanding", "sft_speech2speech")
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,7 @@ class SpecialIds:
     assistant_start: int = 151671  # <|im_kimia_assistant_msg_start|>
     speech_ct: int = 151675        # <|im_kimia_speech_ct_id|>: the answer is text
     msg_end: int = 151645          # <|im_msg_end|>
+    speech_ctd: int = 151676       # <|im_kimia_speech_ctd_id|>: the answer is text and speech
 
 
 @dataclass(frozen=True)
@@ -120,7 +138,7 @@ def build_task(task: str, segments: Sequence[SegmentInput], ids: SpecialIds,
                instruction: Sequence[int] = ()) -> TaskSample:
     """The task's layout over a window of consecutive segments (see the module docstring);
     `instruction` is the tokenised user prompt of sft_asr."""
-    if task not in TASKS or task == "text_only":
+    if task not in TASKS or task == "text_only" or task in CONVERSATION_TASKS:
         raise ValueError(f"{task!r} is not a task over audio segments; text_only uses build_text_only")
     if task in TASKS_NEEDING_TEXT and any(s.text_ids is None for s in segments):
         raise ValueError(f"task {task} needs transcripts")
@@ -151,6 +169,47 @@ def build_task(task: str, segments: Sequence[SegmentInput], ids: SpecialIds,
     return b.build()
 
 
+@dataclass(frozen=True)
+class ConversationTurn:
+    """One message as the layout sees it: text ids and/or semantic ids (without the audio offset) with the
+    audio for the Whisper features of a user's audio."""
+    role: str
+    text_ids: Optional[Sequence[int]] = None
+    semantic_ids: Optional[np.ndarray] = None
+    audio: Optional[np.ndarray] = None
+
+
+def build_conversation(task_type: str, turns: Sequence[ConversationTurn], ids: SpecialIds) -> TaskSample:
+    """A prepared conversation's two streams (see the module docstring); `task_type` is understanding or
+    speech2speech (which also picks ct or ctd at the end of a user run with audio)."""
+    b = _Builder(f"sft_{task_type}", ids)
+    answer_mode = ids.speech_ctd if task_type == "speech2speech" else ids.speech_ct
+    run_has_audio = False  # the current same-role run holds an audio message
+    for index, turn in enumerate(turns):
+        if index == 0 or turns[index - 1].role != turn.role:
+            b.piece([ids.user_start if turn.role == "user" else ids.assistant_start], [], [], [], [])
+            run_has_audio = False
+        run_has_audio |= turn.semantic_ids is not None
+        if turn.role == "user":
+            if turn.text_ids is not None:
+                b.piece([], list(turn.text_ids), [], [], [])
+            if turn.semantic_ids is not None:
+                b.continuous(SegmentInput(np.asarray(turn.semantic_ids, np.int64), None, turn.audio))
+        else:
+            audio, audio_target = [], []
+            if turn.semantic_ids is not None:
+                speech = (np.asarray(turn.semantic_ids, np.int64) + ids.audio_offset).tolist()
+                audio = [ids.blank] * ids.audio_delay + speech + [ids.media_end]
+                audio_target = [False] * ids.audio_delay + [True] * (len(speech) + 1)
+            text = [*turn.text_ids, ids.text_eos] if turn.text_ids is not None else []
+            b.piece(audio, text, audio_target, [True] * len(text), [])
+        if index == len(turns) - 1 or turns[index + 1].role != turn.role:  # the run ends here
+            if turn.role == "user" and run_has_audio:
+                b.piece([answer_mode], [], [], [], [])
+            b.piece([ids.msg_end], [], [], [], [])
+    return b.build()
+
+
 def build_text_only(text_ids: Sequence[int], ids: SpecialIds) -> TaskSample:
     b = _Builder("text_only", ids)
     b.text(text_ids)
@@ -158,7 +217,8 @@ def build_text_only(text_ids: Sequence[int], ids: SpecialIds) -> TaskSample:
 
 
 def draw_task(rng: np.random.Generator, weights: dict[str, float], has_text: bool) -> str:
-    """A task by the configured weights; without transcripts, only tasks that need none."""
-    names = [t for t in TASKS if weights.get(t, 0) > 0 and (has_text or t not in TASKS_NEEDING_TEXT)]
+    """A task over segments by the configured weights; without transcripts, only tasks that need none."""
+    names = [t for t in TASKS if weights.get(t, 0) > 0 and t not in CONVERSATION_TASKS
+             and (has_text or t not in TASKS_NEEDING_TEXT)]
     p = np.asarray([weights[t] for t in names], float)
     return names[int(rng.choice(len(names), p=p / p.sum()))]

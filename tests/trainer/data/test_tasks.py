@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from trainer.data.tasks import TASKS, SegmentInput, SpecialIds, build_task, build_text_only, draw_task
+from trainer.data.tasks import (
+    TASKS, ConversationTurn, SegmentInput, SpecialIds, build_conversation, build_task, build_text_only, draw_task,
+)
 
 # the released ids (facts B1)
 IDS = SpecialIds(blank=151666, text_eos=151667, media_begin=151661, media_end=151663, audio_offset=152064)
@@ -86,3 +88,59 @@ def test_sft_asr_follows_the_released_prompt_table():
                                    blank]
     assert s.text_ids[s.text_targets].tolist() == [11, 12, EOS] and not s.audio_targets.any()
     assert s.continuous.tolist() == [False] * 4 + [True, True] + [False] * 8
+
+
+# ---- conversations (jobs.prepare_sft): the released prompt manager's layout, token by token ----------
+
+US, AS, CT, CTD, END = IDS.user_start, IDS.assistant_start, IDS.speech_ct, IDS.speech_ctd, IDS.msg_end
+
+
+def turn(role, text=None, semantic=None):
+    audio = None if semantic is None else np.zeros(1280 * len(semantic), np.float32)
+    return ConversationTurn(role, text, None if semantic is None else np.asarray(semantic), audio)
+
+
+def test_an_understanding_conversation_answers_in_text_with_loss_on_the_answer_only():
+    s = build_conversation("understanding", [turn("user", text=[11, 12]), turn("user", semantic=[5, 6, 7]),
+                                             turn("assistant", text=[21, 22])], IDS)
+    assert s.task == "sft_understanding"
+    assert s.audio_ids.tolist() == [US, B, B, MB, OFF + 5, OFF + 6, OFF + 7, ME, CT, END, AS, B, B, B, END]
+    assert s.text_ids.tolist() == [B, 11, 12, B, B, B, B, B, B, B, B, 21, 22, EOS, B]
+    assert np.flatnonzero(s.continuous).tolist() == [4, 5, 6] and len(s.clips) == 1
+    assert np.flatnonzero(s.text_targets).tolist() == [11, 12, 13] and not s.audio_targets.any()
+
+
+def test_the_instruction_layout_equals_the_released_asr_layout():
+    # sft_asr is the understanding layout of (instruction, audio) -> transcript
+    asr = build_task("sft_asr", [seg([5, 6], [21])], IDS, instruction=[11, 12])
+    conversation = build_conversation("understanding", [turn("user", text=[11, 12]), turn("user", semantic=[5, 6]),
+                                                        turn("assistant", text=[21])], IDS)
+    for stream in ("audio_ids", "text_ids", "audio_targets", "text_targets", "continuous"):
+        assert getattr(asr, stream).tolist() == getattr(conversation, stream).tolist(), stream
+
+
+def test_a_speech_answer_is_delayed_six_blanks_and_trained_on_both_heads():
+    s = build_conversation("speech2speech", [turn("user", semantic=[5, 6]),
+                                             turn("assistant", text=[31], semantic=[8, 9])], IDS)
+    assert s.audio_ids.tolist() == [US, MB, OFF + 5, OFF + 6, ME, CTD, END, AS] + [B] * 6 + [OFF + 8, OFF + 9, ME, END]
+    assert s.text_ids.tolist() == [B] * 8 + [31, EOS] + [B] * 8
+    assert np.flatnonzero(s.audio_targets).tolist() == [14, 15, 16]  # the speech and its media_end
+    assert np.flatnonzero(s.text_targets).tolist() == [8, 9]
+    assert np.flatnonzero(s.continuous).tolist() == [2, 3]  # only the user's audio gets Whisper features
+    assert len(s.clips) == 1
+
+
+def test_every_assistant_turn_of_a_multi_turn_conversation_is_a_target():
+    s = build_conversation("understanding", [turn("user", semantic=[5]), turn("assistant", text=[21]),
+                                             turn("user", text=[12]), turn("assistant", text=[22, 23])], IDS)
+    assert s.audio_ids.tolist() == [US, MB, OFF + 5, ME, CT, END, AS, B, B, END, US, B, END, AS, B, B, B, END]
+    assert s.text_ids.tolist() == [B, B, B, B, B, B, B, 21, EOS, B, B, 12, B, B, 22, 23, EOS, B]
+    assert s.text_ids[s.text_targets].tolist() == [21, EOS, 22, 23, EOS]  # a text-only user turn gets no ct
+
+
+def test_conversation_tasks_are_never_drawn_for_segments():
+    rng = np.random.default_rng(0)
+    weights = {"sft_asr": 1.0, "sft_understanding": 5.0, "sft_speech2speech": 5.0}
+    assert {draw_task(rng, weights, has_text=True) for _ in range(50)} == {"sft_asr"}
+    with pytest.raises(ValueError, match="not a task over audio segments"):
+        build_task("sft_understanding", [seg([1], [2])], IDS)
