@@ -42,3 +42,50 @@ def training_inputs(tmp_path_factory, dialogs) -> dict:
 def pretrain_overrides(inputs: dict, run_dir: Path, *extra: str) -> list[str]:
     return [f"run_dir={run_dir}", f"data.dataset={inputs['dataset']}", f"data.text_corpus=[{inputs['corpus']}]",
             f"data.text_tokenizer={inputs['text_tokenizer']}", f"model.whisper={inputs['whisper']}", *extra]
+
+
+def write_conversation_dataset(root: Path, dialogs, tokenizer_folder: Path) -> Path:
+    """A prepared conversation dataset (the real preparation functions, in-process): per dialog, an
+    understanding conversation (a question about a turn's audio, answered in text) and a speech2speech one
+    (a turn answered by the next turn, spoken and written); shards of 2 conversations."""
+    import soundfile as sf
+
+    from pipeline.sft.conversations import parse_jsonl
+    from pipeline.sft.instructions import InstructionPools
+    from pipeline.sft.prepare import PrepareSftConfig, decode_conversation, pack_conversation
+    from pipeline.shards import PipelineInfo
+    from pipeline.stages.base import run_stage
+    from pipeline.stages.tokenize import TokenizeSettings, TokenizeStage
+
+    clips, lines = root / "clips", []
+    clips.mkdir(parents=True)
+    for d, (_, dialog) in enumerate(dialogs):
+        for t, turn in enumerate(dialog.turns[:2]):
+            audio = dialog.audio[round(turn.start * SAMPLE_RATE):round(turn.end * SAMPLE_RATE)]
+            sf.write(clips / f"d{d}-t{t}.wav", audio, SAMPLE_RATE)
+        first, second = dialog.turns[0], dialog.turns[1]
+        lines.append({"task_type": "understanding", "conversation": [
+            {"role": "user", "message_type": "text", "content": "What does the speaker say?"},
+            {"role": "user", "message_type": "audio", "content": f"clips/d{d}-t0.wav"},
+            {"role": "assistant", "message_type": "text", "content": first.text}]})
+        lines.append({"task_type": "speech2speech", "conversation": [
+            {"role": "user", "message_type": "audio", "content": f"clips/d{d}-t0.wav"},
+            {"role": "assistant", "message_type": "audio-text", "content": [f"clips/d{d}-t1.wav", second.text]}]})
+    jsonl = root / "train.jsonl"
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    cfg = PrepareSftConfig(input=str(jsonl), output=str(root / "dataset"),
+                           tokenize=TokenizeSettings(model=str(tokenizer_folder), device="cpu"))
+    stage = TokenizeStage(cfg.tokenize, SAMPLE_RATE)
+    stage.setup()
+    works = run_stage(stage, [decode_conversation(p, cfg) for p in
+                              parse_jsonl(jsonl.read_text(), str(jsonl), None, InstructionPools(), seed=0)])
+    with ShardWriter(root / "dataset", sample_rate=SAMPLE_RATE, config={"test": True}, target_samples=2) as writer:
+        for work in works:
+            writer.add_encoded_recording(pack_conversation(work, PipelineInfo.for_config("test", {})).samples)
+    return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def conversation_dataset(tmp_path_factory, dialogs, training_inputs) -> Path:
+    root = tmp_path_factory.mktemp("conversations")
+    return write_conversation_dataset(root, dialogs, write_tiny_semantic_tokenizer(root / "semantic-tokenizer"))

@@ -163,17 +163,41 @@ def test_resumed_on_one_rank_then_on_two_every_segment_is_trained_once_per_epoch
     assert "tasks (asr) differ" in result.stderr
 
 
-def test_fine_tuning_starts_from_a_pretraining_checkpoint(uninterrupted, training_inputs, tmp_path):
-    checkpoint = uninterrupted[0] / "checkpoints" / "step-00000012"
-    run_dir = tmp_path / "sft"
-    cmd = torchrun_cmd(training_inputs, run_dir, f"model.init_checkpoint={checkpoint}", "train.steps=8")
+def sft_cmd(training_inputs, conversations, checkpoint, run_dir):
+    """Fine-tuning from a pretraining checkpoint on a blend: the curated shards (sft_asr, its instruction
+    drawn from the pools) and prepared conversations (understanding and speech2speech)."""
+    blend = (f"data.datasets=[{{url: {training_inputs['dataset']}, weight: 1, name: asr}}, "
+             f"{{url: {conversations}, weight: 2, name: conversations}}]")
+    cmd = torchrun_cmd(training_inputs, run_dir, f"model.init_checkpoint={checkpoint}", "train.steps=8",
+                       "data.dataset=null", blend, "train.eval_dataset=null", "train.save_every=4")
     cmd[cmd.index("jobs.pretrain")], cmd[cmd.index("configs/pretrain/tiny.yaml")] = "jobs.sft", "configs/sft/tiny.yaml"
-    run(cmd)
-    loss = losses(run_dir)
+    return cmd
+
+
+def test_fine_tuning_mixes_asr_and_conversations_and_resumes_exactly_after_sigkill(
+        uninterrupted, training_inputs, conversation_dataset, tmp_path):
+    checkpoint = uninterrupted[0] / "checkpoints" / "step-00000012"
+    whole = tmp_path / "sft"
+    run(sft_cmd(training_inputs, conversation_dataset, checkpoint, whole))
+    loss = losses(whole)
     assert loss[8] < 0.95 * loss[1], loss
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert set(k for r in rows for k in r if k.startswith("task/")) == {"task/sft_asr"}
-    assert rows[-1]["train/loss_audio"] == 0.0  # only the transcript carries loss
+    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    seen = {k for r in rows for k in r if k.startswith("task/")}
+    assert seen == {"task/sft_asr", "task/sft_understanding", "task/sft_speech2speech"}  # loss per task type
+    assert any(r["train/loss_audio"] > 0 for r in rows)  # the spoken answers train the audio head
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(sft_cmd(training_inputs, conversation_dataset, checkpoint, killed), cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker, deadline = killed / "checkpoints" / "latest", time.time() + 300
+    while time.time() < deadline and not (marker.exists() and marker.read_text() == "step-00000004"):
+        time.sleep(0.02)
+    for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        process.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert max(losses(killed)) < 8, "the kill must land before the end"
+    run(sft_cmd(training_inputs, conversation_dataset, checkpoint, killed))
+    assert losses(killed) == loss  # bit-identical: the same mixture, batches and updates
 
 
 def test_tensor_parallel_two_processes_on_a_blend_of_two_datasets(training_inputs, tmp_path):
