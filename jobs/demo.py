@@ -7,8 +7,10 @@ Builds the offline model folders, generates recordings with their truth as RTTM 
 already there), runs `jobs.curate`, scores the labels against the truth with `jobs.evaluate` (DER, WER,
 and with `evaluate.ablate` each post-processing rule switched off), and runs
 `audiomill-shards` ls, stats, verify and plot on the result. Then it pretrains the tiny model on the
-shards with `torchrun` (two processes) and fine-tunes it (`jobs.pretrain`, `jobs.sft`), printing the
-loss at the start and the end. Rerunning adds nothing: curation skips what is done, training resumes
+shards with `torchrun` (two processes), prepares a generated conversation set with `jobs.prepare_sft`
+(questions about the dialogs answered in text, turns to transcribe with pooled instructions, spoken
+exchanges answered in speech), and fine-tunes on the curated ASR data and the conversations mixed
+(`jobs.pretrain`, `jobs.sft`), printing the loss at the start and the end, per task too. Rerunning adds nothing: curation skips what is done, training resumes
 from its last checkpoint.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig
 
-from jobs import curate, evaluate
+from jobs import curate, evaluate, prepare_sft
 from jobs.build_models import build_all, curate_overrides
 from jobs.cli import load_settings, parse_job_args
 from pipeline.config import CurateConfig
@@ -31,7 +33,8 @@ from pipeline import inspect as shards_cli
 from pipeline.shards import DatasetLayout
 from pipeline.shards.layout import atomic_write_bytes
 from pipeline.shards.manifest import read_manifest
-from pipeline.synthetic import Dialog, make_dialog
+from pipeline.sft.prepare import PrepareSftConfig
+from pipeline.synthetic import Dialog, make_dialog, speak
 
 
 def dialog_lines(cfg: DictConfig, rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -81,6 +84,67 @@ def dialog_truth(dialog: Dialog) -> dict:
             "turns": [{"speaker": t.speaker, "text": t.text, "start": t.start, "end": t.end} for t in dialog.turns]}
 
 
+def spoken_pools(cfg: DictConfig, folder: Path) -> Path:
+    """The ASR pool of configs/sft/instructions.yaml with its first instructions also spoken (espeak), so the
+    prepared conversations show both kinds of instruction."""
+    from omegaconf import OmegaConf
+
+    pools = OmegaConf.to_container(OmegaConf.load(cfg.conversations.instructions))["pools"]
+    folder.mkdir(parents=True, exist_ok=True)
+    spoken = []
+    for i, text in enumerate(pools["asr"]):
+        entry = {"text": text}
+        if i < cfg.conversations.spoken_instructions:
+            wav = folder / f"asr-{i:03d}.wav"
+            if not wav.exists():
+                sf.write(wav, speak(text, cfg.conversations.instruction_voice, cfg.sample_rate), cfg.sample_rate)
+            entry["audio"] = wav.name
+        spoken.append(entry)
+    path = folder / "instructions.yaml"
+    atomic_write_bytes(path, OmegaConf.to_yaml({"pools": {**pools, "asr": spoken}}).encode())
+    return path
+
+
+def generate_conversations(cfg: DictConfig, raw: Path, folder: Path) -> Path:
+    """A small fine-tuning set in the released JSONL format: per short dialog, a question about it answered
+    in text (audio question answering) and a turn to transcribe with the instruction left to the pools;
+    and spoken exchanges between two voices, answered in speech and text (speech2speech)."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    clips = folder / "clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for wav in sorted(raw.glob("dialog-*.wav")):
+        truth = json.loads(wav.with_name(wav.stem + ".truth.json").read_text())
+        speakers = list(dict.fromkeys(t["speaker"] for t in truth["turns"]))
+        first = truth["turns"][0]
+        lines.append({"task_type": "understanding", "conversation": [
+            {"role": "user", "message_type": "audio", "content": str(wav)},
+            {"role": "user", "message_type": "text", "content": "How many people speak, and who speaks first?"},
+            {"role": "assistant", "message_type": "text",
+             "content": f"{len(speakers)} people speak; {first['speaker']} speaks first."}]})
+        audio, sample_rate = sf.read(wav, dtype="float32")
+        clip = clips / f"{wav.stem}-turn0.wav"
+        sf.write(clip, audio[round(first["start"] * sample_rate):round(first["end"] * sample_rate)], sample_rate)
+        lines.append({"task_type": "understanding", "instruction_pool": "asr", "conversation": [
+            {"role": "user", "message_type": "audio", "content": f"clips/{clip.name}"},
+            {"role": "assistant", "message_type": "text", "content": first["text"]}]})
+    voices, sentences = list(cfg.conversations.voices), list(cfg.sentences)
+    for i in range(cfg.conversations.exchanges):
+        question, answer = (sentences[j] for j in rng.choice(len(sentences), 2, replace=False))
+        for role, text, voice in (("q", question, voices[0]), ("a", answer, voices[1])):
+            path = clips / f"exchange-{i:03d}-{role}.wav"
+            if not path.exists():
+                sf.write(path, speak(text, voice, cfg.sample_rate), cfg.sample_rate)
+        lines.append({"task_type": "speech2speech", "conversation": [
+            {"role": "user", "message_type": "audio", "content": f"clips/exchange-{i:03d}-q.wav"},
+            {"role": "assistant", "message_type": "audio-text", "content": [f"clips/exchange-{i:03d}-a.wav", answer]}]})
+    path = folder / "train.jsonl"
+    atomic_write_bytes(path, "".join(json.dumps(line) + "\n" for line in lines).encode())
+    print(f"generated {path} ({len(lines)} conversations: questions about the dialogs, turns to transcribe, "
+          f"{cfg.conversations.exchanges} spoken exchanges)")
+    return path
+
+
 def build_training_inputs(cfg: DictConfig, folder: Path) -> list[str]:
     """Text tokenizer and corpus from the demo's sentences, and a tiny Whisper: overrides for training."""
     from model.tiny_folders import write_tiny_text_tokenizer, write_tiny_whisper
@@ -114,7 +178,7 @@ def first_and_last_loss(run_dir: Path) -> tuple[float, float]:
     return rows[0]["train/token_loss"], rows[-1]["train/token_loss"]
 
 
-def train_on_shards(cfg: DictConfig, workdir: Path, dataset: Path) -> int:
+def train_on_shards(cfg: DictConfig, workdir: Path, dataset: Path, conversations: Path) -> int:
     inputs = build_training_inputs(cfg, workdir / "training-inputs")
     pretrain_dir, sft_dir = workdir / "runs" / "pretrain", workdir / "runs" / "sft"
     status = torchrun(cfg, "jobs.pretrain", cfg.train.pretrain.config,
@@ -122,15 +186,33 @@ def train_on_shards(cfg: DictConfig, workdir: Path, dataset: Path) -> int:
     if status != 0:
         return status
     latest = pretrain_dir / "checkpoints" / (pretrain_dir / "checkpoints" / "latest").read_text().strip()
+    blend = (f"data.datasets=[{{url: {dataset}, weight: {cfg.conversations.asr_weight}, name: curated-asr}}, "
+             f"{{url: {conversations}, weight: 1, name: conversations}}]")
     status = torchrun(cfg, "jobs.sft", cfg.train.sft.config,
-                      [f"run_dir={sft_dir}", f"data.dataset={dataset}", f"model.init_checkpoint={latest}",
+                      [f"run_dir={sft_dir}", blend, f"model.init_checkpoint={latest}",
                        *[o for o in inputs if not o.startswith("data.text_corpus")], *cfg.train.sft.overrides])
     if status != 0:
         return status
     for name, run_dir in (("pretraining", pretrain_dir), ("fine-tuning", sft_dir)):
         first, last = first_and_last_loss(run_dir)
         print(f"{name}: loss per target token {first:.3f} -> {last:.3f}; loss curve {run_dir / 'loss_curve.png'}")
+    print("fine-tuning by task: " + ", ".join(f"{task} {first:.3f} -> {last:.3f}"
+                                             for task, (first, last) in task_losses(sft_dir).items()))
     return 0
+
+
+def task_losses(run_dir: Path) -> dict[str, tuple[float, float]]:
+    """Per task, its loss per target token over the first and the last quarter of the logged steps (a step's
+    batch holds few samples of each task, so single steps jump)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    quarter = max(1, len(rows) // 4)
+    out = {}
+    for task in sorted({k for r in rows for k in r if k.startswith("task/")}):
+        early = [r[task] for r in rows[:quarter] if task in r]
+        late = [r[task] for r in rows[-quarter:] if task in r]
+        if early and late:
+            out[task.removeprefix("task/")] = (float(np.mean(early)), float(np.mean(late)))
+    return out
 
 
 def main(cfg: DictConfig) -> int:
@@ -158,7 +240,16 @@ def main(cfg: DictConfig) -> int:
         status = shards_cli.main([command[0], str(dataset), *command[1:]])
         if status != 0:
             return status
-    return train_on_shards(cfg, workdir, dataset)
+
+    jsonl = generate_conversations(cfg, raw, workdir / "conversations")
+    conversations = workdir / "sft-conversations"
+    prepare_args = [f"input={jsonl}", f"output={conversations}", f"tokenize.model={models['tokenizer']}",
+                    f"instructions={spoken_pools(cfg, workdir / 'instructions')}", *cfg.conversations.overrides]
+    print(f"\n$ python -m jobs.prepare_sft --config {cfg.conversations.config} {' '.join(prepare_args[:2])} ...")
+    status = prepare_sft.main(load_settings(PrepareSftConfig, cfg.conversations.config, prepare_args))
+    if status != 0:
+        return status
+    return train_on_shards(cfg, workdir, dataset, conversations)
 
 
 if __name__ == "__main__":

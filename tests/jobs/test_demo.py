@@ -11,7 +11,8 @@ OVERRIDES = ["recordings=2", "long_recordings=1", "long_recording_minutes=0.6", 
              "curate.overrides=[decode.max_session_minutes=0.4,decode.split_search_seconds=10,"
              "quality.dnsmos=false,ray.progress_bars=false,shards.target_samples=4]",
              "train.pretrain.overrides=[train.steps=16,train.log_every=1,train.eval_every=0]",
-             "train.sft.overrides=[train.steps=4,train.log_every=2,train.eval_every=0]"]
+             "train.sft.overrides=[train.steps=4,train.log_every=2,train.eval_every=0,data.seq_len=512]",
+             "evaluate.ablate=false", "conversations.exchanges=2"]
 
 
 def run_demo(workdir, ray_cluster):
@@ -25,10 +26,13 @@ def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_clus
     first = run_demo(tmp_path, ray_cluster)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
-    assert "curation summary" in out and "diarization error rate" in out and "0 problems" in out
+    assert "curation summary" in out and "0 problems" in out
     dataset = tmp_path / "curated"
-    info = json.loads((dataset / "dataset.json").read_text())
-    assert 0.0 <= info["demo"]["diarization_error_rate"] <= 1.0
+    # the labels scored against the generated truth (jobs.evaluate), both generated recordings and the long one
+    report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
+    assert [r["name"] for r in report["recordings"]] == ["dialog-000", "dialog-001", "long-000"]
+    assert 0 <= report["overall"]["der"] <= 1 and 0 <= report["overall"]["wer"] <= 1
+    assert "overall " in out and (tmp_path / "evaluation" / "evaluation.png").is_file()
     rows = read_manifest(DatasetLayout.of(dataset)).to_pylist()
     sessions = {r["recording_id"] for r in rows if r["source"].endswith("long-000.wav")}
     assert len(sessions) >= 2 and all("-s" in s for s in sessions)  # the long recording was split
@@ -39,6 +43,10 @@ def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_clus
     assert 6.5 < first < 7.5 and last < 0.85 * first, pretrain  # from about ln(1024): the tiny vocabulary
     assert (tmp_path / "runs" / "pretrain" / "loss_curve.png").is_file()
     assert (tmp_path / "runs" / "sft" / "checkpoints" / "step-00000004").is_dir()
+    # fine-tuning mixed the curated ASR data with the prepared conversations, every task type trained
+    assert "prepare_sft: 6 conversations" in out  # 2 questions, 2 turns to transcribe, 2 spoken exchanges
+    by_task = next(line for line in out.splitlines() if line.startswith("fine-tuning by task:"))
+    assert all(task in by_task for task in ("sft_asr", "sft_understanding", "sft_speech2speech")), by_task
 
     second = run_demo(tmp_path, ray_cluster)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -48,3 +56,4 @@ def test_demo_curates_generated_speech_and_reruns_add_nothing(tmp_path, ray_clus
     assert sorted(r["key"] for r in read_manifest(DatasetLayout.of(dataset)).to_pylist()) == sorted(
         r["key"] for r in rows)
     assert "resumed from" in second.stdout and "done at step 16" in second.stdout  # training adds nothing
+    assert "6 already done, 0 to prepare" in second.stdout
