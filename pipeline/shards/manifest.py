@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.shards.layout import DatasetError, DatasetLayout
 from pipeline.shards.storage import Storage
-from pipeline.shards.schema import KEY_PATTERN, FailedRecord, RejectedRecord, SegmentRecord
+from pipeline.shards.schema import KEY_PATTERN, FailedRecord, RejectedRecord, SegmentRecord, columns_of
 
 # Member suffixes in a shard, in the order they are written for each key.
 MEMBER_AUDIO = "flac"
@@ -55,7 +55,7 @@ FAILED_SCHEMA = pa.schema([
 
 def manifest_row(record: SegmentRecord, shard: str, member_sha256: dict[str, str], size_bytes: int) -> dict:
     """Flatten a record into its manifest row; `member_sha256` maps member suffix to hex digest."""
-    row = {c.name: c.value(record) for c in type(record).columns()}
+    row = {c.name: c.value(record) for c in columns_of(type(record))}
     row.update(shard=shard, size_bytes=size_bytes)
     for suffix in MEMBER_SUFFIXES:
         row[sha_column(suffix)] = member_sha256.get(suffix)

@@ -7,6 +7,7 @@ described by its sample rate (Hz) and sample count. Records are immutable; build
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -177,7 +178,7 @@ class _Record:
     @classmethod
     def from_dict(cls, data: Any, prefix: str = ""):
         data = _as_dict(data, prefix.rstrip(".") or "record")
-        hints = typing.get_type_hints(cls)
+        hints = type_hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -191,12 +192,25 @@ class _Record:
         """The manifest columns of this record, in field order (nested records flattened)."""
         out = []
         for f in dataclasses.fields(cls):
-            inner = _record_type(typing.get_type_hints(cls)[f.name])
-            if inner is not None and not _is_tuple(typing.get_type_hints(cls)[f.name]):
+            inner = _record_type(type_hints(cls)[f.name])
+            if inner is not None and not _is_tuple(type_hints(cls)[f.name]):
                 out += [Column(c.name, c.arrow, _nested(f.name, c.value)) for c in inner.columns()]
             elif f.metadata.get("arrow"):
                 out.append(Column(f.metadata.get("column") or f.name, f.metadata["arrow"], _attribute(f.name)))
         return out
+
+
+@functools.cache
+def type_hints(record_type: type) -> dict:
+    """A record class's field types, resolved once: the annotations are strings (`from __future__ import
+    annotations`), and resolving them per record was half the model-free curation path's time."""
+    return typing.get_type_hints(record_type)
+
+
+@functools.cache
+def columns_of(record_type: type) -> tuple[Column, ...]:
+    """`record_type.columns()`, computed once per class (a manifest row asks for them per sample)."""
+    return tuple(record_type.columns())
 
 
 def _attribute(name: str) -> Callable[[Any], Any]:
