@@ -18,6 +18,7 @@ import dataclasses
 import sys
 import time
 from functools import partial
+from typing import Callable, Iterator
 
 from jobs.cli import ConfigError, parse_job_args
 from jobs.curate_checks import validate
@@ -35,7 +36,7 @@ from pipeline.stages.enhance import EnhanceStage
 from pipeline.stages.quality import QualityStage
 from pipeline.stages.tokenize import TokenizeStage
 from pipeline.stages.transcribe import TranscribeStage
-from pipeline.stages.write import WriteSettings
+from pipeline.stages.write import RecordingOutcome, WriteSettings
 from pipeline.summary import CurationSummary
 
 
@@ -108,30 +109,38 @@ def main(cfg: CurateConfig) -> int:
     print(f"curate: {len(sources)} inputs, {summary.skipped_done} already done{retried}, {len(todo)} to process"
           + (f" ({resplit} split into sessions, some done: decoded again to find the rest)" if resplit else ""))
 
-    started = time.perf_counter()
     write = WriteSettings(output=cfg.output, target_bytes=cfg.shards.target_bytes,
                           target_samples=cfg.shards.target_samples, sample_rate=cfg.sample_rate,
                           storage_options=storage_options)
+    return follow(curate_stream(cfg, todo, stage_plans(cfg), pipeline, write), summary,
+                  lambda totals: write_dataset_info(layout, config, models, totals), error)
+
+
+def follow(outcomes: Iterator[RecordingOutcome], summary: CurationSummary, record: Callable[[dict], None],
+           error: Callable[[str], None]) -> int:
+    """Tally a job's outcomes, a progress line every PROGRESS_EVERY_SECONDS, and `record` the summary in
+    dataset.json at the end (totals over every committed manifest) or when the job stops. The exit status:
+    0; 3 when the cluster cannot hold the pools; 2 when a stage's actors cannot start."""
+    started = shown = time.perf_counter()
     try:
-        shown = started
-        for outcome in curate_stream(cfg, todo, stage_plans(cfg), pipeline, write):
+        for outcome in outcomes:
             summary.add(outcome)
             if time.perf_counter() - shown >= PROGRESS_EVERY_SECONDS:
                 shown = time.perf_counter()
                 print(summary.progress_line(shown - started), flush=True)
     except SchedulingError as e:
-        write_dataset_info(layout, config, models, summary.to_dict())
+        record(summary.to_dict())
         error(e)
         return 3
     except Exception as e:  # an actor that cannot start fails every input alike: one line, not Ray's traceback
         setup = stage_setup_error(e)
         if setup is None:
             raise
-        write_dataset_info(layout, config, models, summary.to_dict())
+        record(summary.to_dict())
         error(setup)
         return 2
     summary.wall_seconds = time.perf_counter() - started
-    write_dataset_info(layout, config, models, summary.to_dict())  # totals over every committed manifest
+    record(summary.to_dict())
     print(summary.format())
     return 0
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import sys
-import time
 from functools import partial
 
 from jobs.cli import ConfigError, parse_job_args
-from jobs.curate import PROGRESS_EVERY_SECONDS, stage_setup_error
+from jobs.curate import follow
 from jobs.curate_checks import embedded_capacity_problems, storage_problems
 from pipeline import __version__
 from pipeline.ledger import done_recordings
-from pipeline.ray_runner import SchedulingError, StagePlan, stream_works
+from pipeline.ray_runner import StagePlan, stream_works
 from pipeline.sft.conversations import parse_jsonl
 from pipeline.sft.instructions import load_pools
 from pipeline.sft.prepare import PrepareSftConfig, expand_conversation, pack_conversation
@@ -82,35 +81,14 @@ def main(cfg: PrepareSftConfig) -> int:
     print(f"prepare_sft: {len(plans)} conversations in {cfg.input}, {summary.skipped_done} already done, "
           f"{len(todo)} to prepare" + (f" ({refused} refused as they stand: recorded in failed/)" if refused else ""))
 
-    started = shown = time.perf_counter()
     write = WriteSettings(output=cfg.output, target_bytes=cfg.shards.target_bytes,
                           target_samples=cfg.shards.target_samples, sample_rate=cfg.sample_rate,
                           storage_options=cfg.storage_options)
     tokenize = StagePlan("tokenize", partial(TokenizeStage, cfg.tokenize, cfg.sample_rate), cfg.resources.tokenize)
     items = [{"plan": pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)} for p in todo]
-    try:
-        for outcome in stream_works(cfg, items, partial(expand_conversation, cfg=cfg), [tokenize],
-                                    partial(pack_conversation, pipeline=pipeline), write):
-            summary.add(outcome)
-            if time.perf_counter() - shown >= PROGRESS_EVERY_SECONDS:
-                shown = time.perf_counter()
-                print(summary.progress_line(shown - started), flush=True)
-    except SchedulingError as e:
-        write_dataset_info(layout, config, models, summary.to_dict())
-        error(e)
-        return 3
-    except Exception as e:
-        setup = stage_setup_error(e)
-        if setup is None:
-            raise
-        write_dataset_info(layout, config, models, summary.to_dict())
-        error(setup)
-        return 2
-    summary.wall_seconds = time.perf_counter() - started
-    write_dataset_info(layout, config, models, summary.to_dict())
-    print(summary.format())
-    return 0
-
+    outcomes = stream_works(cfg, items, partial(expand_conversation, cfg=cfg), [tokenize],
+                            partial(pack_conversation, pipeline=pipeline), write)
+    return follow(outcomes, summary, lambda totals: write_dataset_info(layout, config, models, totals), error)
 
 if __name__ == "__main__":
     sys.exit(main(parse_job_args(__doc__.splitlines()[0], PrepareSftConfig, name="prepare_sft")))
