@@ -10,8 +10,8 @@ and with `evaluate.ablate` each post-processing rule switched off), and runs
 shards with `torchrun` (two processes), prepares a generated conversation set with `jobs.prepare_sft`
 (questions about the dialogs answered in text, turns to transcribe with pooled instructions, spoken
 exchanges answered in speech), and fine-tunes on the curated ASR data and the conversations mixed
-(`jobs.pretrain`, `jobs.sft`), printing the loss at the start and the end, per task too. Rerunning adds nothing: curation skips what is done, training resumes
-from its last checkpoint.
+(`jobs.pretrain`, `jobs.sft`), printing the loss at the start and the end, per task too. Rerunning
+adds nothing: curation and preparation skip what is done, training resumes from its last checkpoint.
 """
 from __future__ import annotations
 

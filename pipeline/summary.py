@@ -42,7 +42,8 @@ class CurationSummary:
         done = sum(self.recordings.values())
         counts = ", ".join(f"{self.recordings[k]} {k}" for k in ("committed", "rejected", "failed")
                            if self.recordings[k])
-        return (f"{self.job}: {done} recording(s) done ({counts or 'none yet'}), {self.hours_in * 60:.1f} min of audio, "
+        return (f"{self.job}: {done} recording(s) done ({counts or 'none yet'}), "
+                f"{self.hours_in * 60:.1f} min of audio, "
                 f"{self.segments} segments kept, {elapsed_seconds:.0f} s")
 
     @property

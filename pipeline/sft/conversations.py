@@ -74,7 +74,8 @@ def parse_message(raw, index: int, source: str, audio_root: Optional[str]) -> Me
             raise ConversationError(f"{where}: an audio-text message's content is [AUDIO PATH, TEXT]")
         return MessagePlan(role, kind, text=content[1].strip(), audio=resolve_audio(content[0], source, audio_root))
     if not isinstance(content, str) or not content.strip():
-        raise ConversationError(f"{where}: content must be a non-empty string ({'a path' if kind == 'audio' else 'text'})")
+        expected = "a path" if kind == "audio" else "text"
+        raise ConversationError(f"{where}: content must be a non-empty string ({expected})")
     if kind == "audio":
         return MessagePlan(role, kind, audio=resolve_audio(content.strip(), source, audio_root))
     return MessagePlan(role, kind, text=content.strip())

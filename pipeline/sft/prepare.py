@@ -66,7 +66,8 @@ class PrepareSftConfig:
 
         problems = []
         if self.sample_rate != WORKING_SAMPLE_RATE:
-            problems.append(f"sample_rate={self.sample_rate!r}: the tokenizer and Whisper work at {WORKING_SAMPLE_RATE} Hz")
+            problems.append(f"sample_rate={self.sample_rate!r}: the tokenizer and Whisper work at "
+                            f"{WORKING_SAMPLE_RATE} Hz")
         if not self.tokenize.enabled:
             problems.append("tokenize.enabled=false: the trainer needs the semantic tokens of every audio message")
         if not 0 <= self.spoken_instruction_fraction <= 1:

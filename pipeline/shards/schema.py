@@ -450,7 +450,8 @@ class Message(_Record):
         if self.role not in ROLES:
             raise SchemaError(prefix + "role", f"{self.role!r} is not one of {', '.join(ROLES)}")
         if self.message_type not in MESSAGE_TYPES:
-            raise SchemaError(prefix + "message_type", f"{self.message_type!r} is not one of {', '.join(MESSAGE_TYPES)}")
+            raise SchemaError(prefix + "message_type",
+                              f"{self.message_type!r} is not one of {', '.join(MESSAGE_TYPES)}")
         if self.has_text and not self.text:
             raise SchemaError(prefix + "text", f"a {self.message_type} message needs its text")
         ranges = (self.first_sample, self.num_samples, self.first_token, self.num_tokens)
