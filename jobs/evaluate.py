@@ -53,13 +53,12 @@ def ablation_config(cfg: EvaluateConfig, layout: DatasetLayout) -> CurateConfig:
     return curate
 
 
-def reference_audio(cfg: EvaluateConfig, references: dict[str, Reference], layout: DatasetLayout) -> dict[str, str]:
+def reference_audio(cfg: EvaluateConfig, references: dict[str, Reference], recorded: dict[str, str]) -> dict[str, str]:
     """Name -> audio of each reference recording: a file of that name in the reference folder, else the
     dataset's recorded source."""
     store = storage_for(cfg.refs, cfg.storage_options)
     found = {recording_name(name, references): store.show(store.join(store.root, name))
              for name in store.list_names(store.root) if name.rsplit(".", 1)[-1].lower() in INPUT_EXTENSIONS}
-    recorded = dataset_sources(layout, references)
     return {name: found.get(name) or recorded[name] for name in references if name in found or name in recorded}
 
 
@@ -76,7 +75,8 @@ def main(cfg: EvaluateConfig, as_json: bool = False, ablate: bool = False) -> in
         error(e)
         return 2
 
-    hypotheses = dataset_hypotheses(layout, references)
+    sources = dataset_sources(layout, references)  # name -> source of every recording with an outcome
+    hypotheses = dataset_hypotheses(layout, sources)
     scores, overall = score_recordings(references, hypotheses, cfg.scoring)
     unreferenced = sorted(set(hypotheses) - set(references))
     say(f"evaluate: {len(references)} reference recordings, {sum(s.in_dataset for s in scores)} of them in "
@@ -84,7 +84,7 @@ def main(cfg: EvaluateConfig, as_json: bool = False, ablate: bool = False) -> in
 
     ablation: Optional[dict[str, Optional[RecordingScore]]] = None
     if curate is not None:
-        audio = reference_audio(cfg, references, layout)
+        audio = reference_audio(cfg, references, sources)
         for name in sorted(set(references) - set(audio)):
             say(f"ablation: no audio for {name} (not in {cfg.refs} nor in the dataset): left out")
         subset = {name: references[name] for name in audio}

@@ -115,15 +115,21 @@ class CurateConfig:
         if self.resources.write.num_gpus:
             problems.append("resources.write.num_gpus: the writers use no GPU (set 0)")
         pools = self.pools()
-        for stage, device in self.stage_devices().items():
-            gpus = pools[stage].num_gpus
-            if runs_on_gpu(device) and not gpus:
-                problems.append(f"{stage}: device {device} but resources.{stage}.num_gpus=0, so its actors see no "
-                                f"GPU (give the stage GPUs, or device cpu)")
-            elif not runs_on_gpu(device) and gpus:
-                problems.append(f"{stage}: resources.{stage}.num_gpus={gpus:g} but the model runs on {device}: the "
-                                f"GPUs would sit idle (set num_gpus 0, or device cuda)")
-        return problems
+        return problems + device_problems(self.stage_devices(), pools)
+
+
+def device_problems(devices: dict[str, str], pools: dict[str, PoolResources]) -> list[str]:
+    """Each model stage's device against the GPUs its actors get (any job's stages and pools)."""
+    problems = []
+    for stage, device in devices.items():
+        gpus = pools[stage].num_gpus
+        if runs_on_gpu(device) and not gpus:
+            problems.append(f"{stage}: device {device} but resources.{stage}.num_gpus=0, so its actors see no "
+                            f"GPU (give the stage GPUs, or device cpu)")
+        elif not runs_on_gpu(device) and gpus:
+            problems.append(f"{stage}: resources.{stage}.num_gpus={gpus:g} but the model runs on {device}: the "
+                            f"GPUs would sit idle (set num_gpus 0, or device cuda)")
+    return problems
 
 
 # Settings that do not change what is written: where it is read and written, how it is scheduled.

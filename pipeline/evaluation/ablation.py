@@ -3,13 +3,15 @@ recordings with each rule switched off in turn, and with the enhanced audio feed
 the original, each variant scored beside the full pipeline.
 
 The stages run in this process, on the curation config that made the dataset (or another), through the
-same stage code as the Ray job; decoding and enhancement run once and are shared by every variant. Only
+same stage code as the Ray job; decoding and enhancement run once and are shared by every variant, and
+the diarization and ASR models load once. Only
 the label stages run: the quality filter and the tokenizer do not change speakers or words, so a variant's
 labels are its diarization and ASR output, before filtering (the full pipeline's row here can therefore
 differ from the dataset's own scores, which count filtered segments as missed).
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Collection, Iterable, Optional, Sequence
@@ -53,11 +55,20 @@ def _ready(stage: Stage) -> Stage:
     return stage
 
 
-def label_stages(cfg: CurateConfig) -> list[Stage]:
-    stages: list[Stage] = [_ready(DiarizeStage(cfg.diarize, cfg.sample_rate))]
+def label_stages(cfg: CurateConfig) -> dict[str, Stage]:
+    """Diarization and ASR with their models loaded, by config section."""
+    stages: dict[str, Stage] = {"diarize": _ready(DiarizeStage(cfg.diarize, cfg.sample_rate))}
     if cfg.transcribe.enabled:
-        stages.append(_ready(TranscribeStage(cfg.transcribe)))
+        stages["transcribe"] = _ready(TranscribeStage(cfg.transcribe))
     return stages
+
+
+def with_settings(stage: Stage, settings) -> Stage:
+    """The loaded stage with a variant's settings: a variant changes what the stages do with their models'
+    output (rules, which audio they hear), never which models they load, so the models load once."""
+    variant = copy.copy(stage)
+    variant.cfg = settings
+    return variant
 
 
 def decoded_and_enhanced(cfg: CurateConfig, sources: Sequence[str]) -> list[RecordingWork]:
@@ -80,6 +91,7 @@ def run_variants(cfg: CurateConfig, sources: Sequence[str], names: Collection[st
             say(f"ablation: {work.source} failed in {work.failure.stage}: {work.failure.message}")
     say(f"ablation: {len(sources)} recordings decoded{' and enhanced' if cfg.enhance.enabled else ''} "
         f"in {time.perf_counter() - started:.1f} s")
+    stages = label_stages(cfg)
     results: dict[str, Optional[dict[str, list[HypothesisSegment]]]] = {}
     for variant in variants:
         if variant.needs_enhancement and not cfg.enhance.enabled:
@@ -87,9 +99,9 @@ def run_variants(cfg: CurateConfig, sources: Sequence[str], names: Collection[st
             results[variant.name] = None
             continue
         started = time.perf_counter()
-        labelled = works
-        for stage in label_stages(variant.apply(cfg)):
-            labelled = run_stage(stage, labelled)
+        labelled, settings = works, variant.apply(cfg)
+        for section, stage in stages.items():
+            labelled = run_stage(with_settings(stage, getattr(settings, section)), labelled)
         results[variant.name] = work_hypotheses(labelled, names)
         say(f"ablation: {variant.name}: {time.perf_counter() - started:.1f} s")
     return results

@@ -24,12 +24,13 @@ def dataset_sources(layout: DatasetLayout, known: Collection[str] = ()) -> dict[
     return {recording_name(source, known): source for source in sorted(sources)}
 
 
-def dataset_hypotheses(layout: DatasetLayout, known: Collection[str] = ()) -> dict[str, list[HypothesisSegment]]:
-    """The committed segments of each recording the dataset has an outcome for (none: an empty list)."""
-    hypotheses: dict[str, list[HypothesisSegment]] = {name: [] for name in dataset_sources(layout, known)}
+def dataset_hypotheses(layout: DatasetLayout, sources: dict[str, str]) -> dict[str, list[HypothesisSegment]]:
+    """The committed segments of each recording in `sources` (`dataset_sources`; none: an empty list)."""
+    hypotheses: dict[str, list[HypothesisSegment]] = {name: [] for name in sources}
+    name_of = {source: name for name, source in sources.items()}
     rows = read_manifest(layout, columns=["source", "recording_id", "start", "end", "speaker", "text"])
     for row in rows.to_pylist():
-        hypotheses[recording_name(row["source"], known)].append(HypothesisSegment(
+        hypotheses[name_of[row["source"]]].append(HypothesisSegment(
             row["start"], row["end"], f"{row['recording_id']}:{row['speaker']}", row["text"]))
     return hypotheses
 

@@ -32,8 +32,6 @@ class InstructionPools:
 
     def problems(self, prefix: str = "instructions") -> list[str]:
         problems = []
-        if not 0 <= self.spoken_fraction <= 1:
-            problems.append(f"{prefix}.spoken_fraction={self.spoken_fraction:g} must be in [0, 1]")
         for name, items in self.pools.items():
             for i, item in enumerate(items):
                 if not item.text.strip():

@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import MISSING
 
 from pipeline.capacity import PoolResources, TaskResources
-from pipeline.config import WORKING_SAMPLE_RATE
+from pipeline.config import WORKING_SAMPLE_RATE, device_problems
 from pipeline.ray_runner import RaySettings
 from pipeline.sft.conversations import ConversationPlan
 from pipeline.shards.schema import (
@@ -62,28 +62,22 @@ class PrepareSftConfig:
         return {"tokenize": self.tokenize.device}
 
     def problems(self) -> list[str]:
-        from pipeline.model_folders import runs_on_gpu
-
+        """Every setting that cannot run (the pools file's entries are `InstructionPools.problems`)."""
         problems = []
+        if not 0 <= self.spoken_instruction_fraction <= 1:
+            problems.append(f"spoken_instruction_fraction={self.spoken_instruction_fraction:g} must be in [0, 1]")
         if self.sample_rate != WORKING_SAMPLE_RATE:
             problems.append(f"sample_rate={self.sample_rate!r}: the tokenizer and Whisper work at "
                             f"{WORKING_SAMPLE_RATE} Hz")
         if not self.tokenize.enabled:
             problems.append("tokenize.enabled=false: the trainer needs the semantic tokens of every audio message")
-        if not 0 <= self.spoken_instruction_fraction <= 1:
-            problems.append(f"spoken_instruction_fraction={self.spoken_instruction_fraction:g} must be in [0, 1]")
         if not self.max_message_seconds > 0:
             problems.append("max_message_seconds must be > 0")
         for section in (self.decode, self.tokenize, self.shards, self.ray):
             problems += section.problems()
         for name in ("decode", "pack", "write", "tokenize"):
             problems += getattr(self.resources, name).problems(f"resources.{name}")
-        gpus = self.resources.tokenize.num_gpus
-        if runs_on_gpu(self.tokenize.device) != bool(gpus):
-            problems.append(f"tokenize: device {self.tokenize.device} with resources.tokenize.num_gpus={gpus:g}: give "
-                            f"a cuda stage GPUs, a cpu stage none")
-        return problems
-
+        return problems + device_problems(self.stage_devices(), self.pools())
 
 def decode_conversation(plan: ConversationPlan, cfg: PrepareSftConfig) -> RecordingWork:
     """Its audio messages decoded (mono, the working rate, loudness normalised) and concatenated, with one

@@ -440,13 +440,8 @@ class Message(_Record):
     def has_text(self) -> bool:
         return self.message_type in ("text", "audio-text")
 
-    @classmethod
-    def from_dict(cls, data: Any, prefix: str = "conversation.messages[].") -> "Message":
-        message = super(Message, cls).from_dict(data, prefix)
-        message.check(prefix)
-        return message
-
     def check(self, prefix: str = "") -> None:
+        """Its role, type and the fields its type needs (ConversationRecord checks every message, by index)."""
         if self.role not in ROLES:
             raise SchemaError(prefix + "role", f"{self.role!r} is not one of {', '.join(ROLES)}")
         if self.message_type not in MESSAGE_TYPES:
