@@ -78,18 +78,21 @@ def test_two_processes_train_and_the_loss_falls(uninterrupted):
 def killed(training_inputs, tmp_path_factory):
     """A two-rank run SIGKILLed (the whole process tree, as a lost node) after its step-8 checkpoint."""
     run_dir = tmp_path_factory.mktemp("runs") / "killed"
-    proc = subprocess.Popen(torchrun_cmd(training_inputs, run_dir), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = run_dir / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (marker.exists() and marker.read_text() == "step-00000008"):
+    sigkill_after_checkpoint(torchrun_cmd(training_inputs, run_dir), run_dir, 8)
+    assert max(losses(run_dir)) < 12, "the kill must land before the end"
+    return run_dir
+
+
+def sigkill_after_checkpoint(cmd, run_dir: Path, step: int) -> None:
+    """Start a run and SIGKILL it as soon as its step-`step` checkpoint is the latest."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker, deadline = run_dir / "checkpoints" / "latest", time.time() + 300
+    while time.time() < deadline and not (marker.exists() and marker.read_text() == f"step-{step:08d}"):
         time.sleep(0.02)
     # torchrun puts its workers in sessions of their own: kill the whole tree, as a lost node would
     for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
         process.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    assert max(losses(run_dir)) < 12, "the kill must land before the end"
-    return run_dir
 
 
 def recorded(run_dir) -> list[dict]:
@@ -187,14 +190,7 @@ def test_fine_tuning_mixes_asr_and_conversations_and_resumes_exactly_after_sigki
     assert any(r["train/loss_audio"] > 0 for r in rows)  # the spoken answers train the audio head
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(sft_cmd(training_inputs, conversation_dataset, checkpoint, killed), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker, deadline = killed / "checkpoints" / "latest", time.time() + 300
-    while time.time() < deadline and not (marker.exists() and marker.read_text() == "step-00000003"):
-        time.sleep(0.02)
-    for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
-        process.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    sigkill_after_checkpoint(sft_cmd(training_inputs, conversation_dataset, checkpoint, killed), killed, 3)
     assert max(losses(killed)) < 6, "the kill must land before the end"
     run(sft_cmd(training_inputs, conversation_dataset, checkpoint, killed))
     assert losses(killed) == loss  # bit-identical: the same mixture, batches and updates
