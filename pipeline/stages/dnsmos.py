@@ -1,16 +1,35 @@
-"""DNSMOS P.835 (signal, background, overall) at node speed: the model files and windows of `speechmos`.
+"""DNSMOS P.835 (signal, background, overall) at node speed: the model file and windows of `speechmos`.
 
 speechmos scores a clip by running Microsoft's `sig_bak_ovr.onnx` on 9.01 s windows hopped by 1 s (a
 shorter clip is doubled until it is that long), mapping each window's raw scores through fixed
-polynomials and averaging; it also runs the P.808 model on a librosa mel spectrogram of every window,
-one window per call, on as many threads as onnxruntime likes. Here the same windows of every clip of a
-recording go through one session (in batches on a GPU), on the threads the stage was given, and the P.808
-head is not run (its score is not part of a record). The scores are speechmos' to float rounding
-(tests/pipeline/stages/test_dnsmos.py); on CUDA the session uses onnxruntime's CUDA provider.
+polynomials and averaging; it also runs the P.808 model on every window, one window per call, on as many
+threads as onnxruntime likes. The P.808 head is not run here (its score is not part of a record).
+
+Where the time goes, and why it can be shared: the model frames a window into 900 frames of 320 samples
+hopped by 160, takes their log power spectrum (161 bins), and runs four 3x3 convolutions at that full
+resolution (about 96% of its multiply-adds) before a 2x2 max pooling and a small head. A 1 s hop is
+exactly 100 frames, so neighbouring windows share 800 of their 900 frames, and a full-resolution output
+more than 4 frames from a window's edge (4 convolutions, one frame of context each) does not depend on the
+window at all. So the model is cut after that first pooling (`TRUNK_OUTPUT`):
+- the trunk runs once over the whole clip (in chunks with a 4-frame halo), and once over an 8-frame strip
+  at each window edge, where the window's own zero padding changes the result (window and strip starts
+  are even frames, so the pooling pairs line up);
+- each window's pooled trunk output is assembled from the strips' outer 2 positions and the clip's run
+  between them, and the head (three small convolutions, pooling, dense layers) runs on it per window.
+Every window gets the value the whole model gives it, to float rounding, at roughly the cost of scoring
+each second of audio once instead of nine times (tests/pipeline/stages/test_dnsmos.py compares with
+speechmos). One trunk and one head session per actor on the threads the stage was given; on CUDA through
+onnxruntime's CUDA provider.
+
+`precision="bfloat16"` runs the trunk's four convolutions in bfloat16 through torch (oneDNN), weights
+from the same file, accumulating in float32; the head stays onnxruntime's in float32. On a CPU with
+native bfloat16 (AVX512-BF16 or AMX) that is about 1.5x faster, and the scores move by a few thousandths
+(bench/quality.py prints both); "auto" takes it where the CPU has it.
 """
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +39,15 @@ from pipeline.model_folders import runs_on_gpu
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 9.01
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
+FRAME_SAMPLES, FRAME_HOP = 320, 160
+WINDOW_FRAMES = (WINDOW_SAMPLES - FRAME_SAMPLES) // FRAME_HOP + 1  # 900
+HALO = 4  # frames: four 3x3 convolutions at full resolution, one frame of context each
+STRIP = 2 * HALO  # frames computed alone at each window edge
+TRUNK_INPUT = "mos_estimator_logpow/concat:0"  # the frames, (windows, frames, 320)
+TRUNK_OUTPUT = "mos_estimator_logpow/conv2d_3/Relu:0_pooling0"  # after the first 2x2 max pooling
+HEAD_OUTPUT = "Identity:0"
+CHUNK_FRAMES = 1000  # the clip's trunk in pieces of about one window's activations
+PRECISIONS = ("auto", "float32", "bfloat16")
 # speechmos' non-personalised mapping of the model's raw outputs to MOS (numpy poly1d coefficients)
 POLYNOMIALS = {"sig": np.poly1d([-0.08397278, 1.22083953, 0.0052439]),
                "bak": np.poly1d([-0.13166888, 1.60915514, -0.39604546]),
@@ -32,52 +60,166 @@ def model_path() -> str:
     return os.path.join(os.path.dirname(speechmos.dnsmos.__file__), "dnsmos_models", "sig_bak_ovr.onnx")
 
 
-def clip_windows(clip: np.ndarray, hop_seconds: float = 1.0) -> np.ndarray:
-    """The 9.01 s windows scored for `clip` (16 kHz, in [-1, 1]), as rows. At speechmos' 1 s hop its
-    arithmetic is copied exactly (doubling, hop count, float window ends), so the same samples reach the
-    model; a longer hop scores every `hop_seconds`-th window of those (fewer windows, a near score)."""
+def cpu_has_bfloat16() -> bool:
+    """Native bfloat16 arithmetic on this CPU (Linux flags); without it oneDNN emulates and is slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "bfloat16" if not runs_on_gpu(device) and cpu_has_bfloat16() else "float32"
+    return precision
+
+
+def doubled(clip: np.ndarray) -> np.ndarray:
+    """speechmos' padding: a clip shorter than a window is appended to itself until it fills one."""
     audio = np.asarray(clip, dtype=np.float32)
     if not len(audio):
         raise ValueError("DNSMOS of an empty clip")
     while len(audio) < WINDOW_SAMPLES:
         audio = np.append(audio, audio)
+    return audio
+
+
+def window_starts(audio: np.ndarray, hop_seconds: float = 1.0) -> list[int]:
+    """First samples of the windows scored for `audio` (already doubled). At speechmos' 1 s hop its
+    arithmetic is copied exactly (hop count, float window ends: a window whose float end falls a sample
+    short is skipped, as there); a longer hop scores every `hop_seconds`-th of those windows (a near score)."""
     hops = int(np.floor(len(audio) / SAMPLE_RATE) - WINDOW_SECONDS) + 1
     step = max(1, int(round(hop_seconds)))
-    windows = [audio[int(i * SAMPLE_RATE):int((i + WINDOW_SECONDS) * SAMPLE_RATE)] for i in range(0, hops, step)]
-    return np.stack([w for w in windows if len(w) >= WINDOW_SAMPLES])
+    return [int(i * SAMPLE_RATE) for i in range(0, hops, step)
+            if len(audio[int(i * SAMPLE_RATE):int((i + WINDOW_SECONDS) * SAMPLE_RATE)]) >= WINDOW_SAMPLES]
+
+
+def clip_windows(clip: np.ndarray, hop_seconds: float = 1.0) -> np.ndarray:
+    """The 9.01 s windows scored for `clip` (16 kHz, in [-1, 1]), as rows: what the whole model would take."""
+    audio = doubled(clip)
+    return np.stack([audio[s:s + WINDOW_SAMPLES] for s in window_starts(audio, hop_seconds)])
+
+
+def frames(audio: np.ndarray, first: int, count: int) -> np.ndarray:
+    """Frames `first` .. `first + count` of `audio`, as the model cuts them: (count, 320), hop 160."""
+    view = np.lib.stride_tricks.sliding_window_view(audio, FRAME_SAMPLES)[::FRAME_HOP]
+    return np.ascontiguousarray(view[first:first + count])
+
+
+@lru_cache(maxsize=None)
+def split_model(path: str) -> tuple[bytes, bytes]:
+    """The model cut after its first pooling: (trunk, head) as serialised ONNX; the trunk takes any
+    (even) number of frames."""
+    import onnx
+    from onnx.utils import Extractor
+
+    extractor = Extractor(onnx.shape_inference.infer_shapes(onnx.load(path)))
+    trunk = extractor.extract_model([TRUNK_INPUT], [TRUNK_OUTPUT])
+    del trunk.graph.value_info[:]  # shapes inferred for 900 frames
+    for tensor, time_axis in ((trunk.graph.input[0], 1), (trunk.graph.output[0], 2)):
+        tensor.type.tensor_type.shape.dim[0].dim_param = "windows"
+        tensor.type.tensor_type.shape.dim[time_axis].dim_param = "frames"
+    head = extractor.extract_model([TRUNK_OUTPUT], [HEAD_OUTPUT])
+    return trunk.SerializeToString(), head.SerializeToString()
+
+
+class BFloat16Trunk:
+    """The trunk in torch: the same weights and operations, the convolutions in bfloat16."""
+
+    def __init__(self, path: str, threads: int):
+        import onnx
+        import torch
+        from onnx import numpy_helper
+
+        torch.set_num_threads(max(1, threads))
+        weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(path).graph.initializer}
+        # the STFT as one matrix: real then imaginary kernels, (320, 2 x 161)
+        self.stft = torch.cat([weights[f"time2freq/stft-{part}/kernel:0"][..., 0] for part in ("real", "imag")]).T
+        self.bins = self.stft.shape[1] // 2
+        # the first convolution has one input channel: faster as a matrix product over 3x3 patches, and
+        # kept in float32 (its input in bfloat16 moves the scores by up to 0.01)
+        first = weights["conv2d/kernel:0"]
+        self.first = first.reshape(len(first), 9).T.contiguous(), weights["conv2d/bias:0"]
+        self.convs = [(weights[f"conv2d_{i}/kernel:0"].to(torch.bfloat16).contiguous(memory_format=torch.channels_last),
+                       weights[f"conv2d_{i}/bias:0"].to(torch.bfloat16)) for i in (1, 2, 3)]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            spectrum = torch.from_numpy(batch) @ self.stft
+            real, imag = spectrum[..., :self.bins], spectrum[..., self.bins:]
+            power = torch.sqrt(real * real + imag * imag) ** 2
+            logpow = torch.log(torch.clamp(power, min=1e-12)) / np.float32(np.log(10))
+            n, t, f = logpow.shape
+            patches = F.pad(logpow, (1, 1, 1, 1)).unfold(1, 3, 1).unfold(2, 3, 1).reshape(n * t * f, 9)
+            weight, bias = self.first
+            x = torch.relu_(torch.addmm(bias, patches, weight)).to(torch.bfloat16)
+            x = x.reshape(n, t, f, -1).permute(0, 3, 1, 2)  # channels-last memory, NCHW view
+            for weight, bias in self.convs:
+                x = torch.relu_(F.conv2d(x, weight, bias, padding=1))
+            return F.max_pool2d(x, 2).float().contiguous().numpy()
 
 
 class DnsmosScorer:
-    """One onnxruntime session per actor; `score` takes the clips of a batch and runs all their windows
-    `batch_windows` at a time."""
+    """One trunk and one head per actor; `score` takes the clips of a batch. The head runs
+    `batch_windows` windows at a time (1 on a CPU, where batching gains nothing; more on a GPU)."""
 
     def __init__(self, threads: int = 1, device: str = "cpu", batch_windows: int | None = None,
-                 hop_seconds: float = 1.0):
+                 hop_seconds: float = 1.0, precision: str = "float32"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # onnxruntime would otherwise take every core of the machine in every actor
         options.intra_op_num_threads, options.inter_op_num_threads = max(1, threads), 1
         providers = ["CPUExecutionProvider"]
         if runs_on_gpu(device):
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(model_path(), options, providers=providers)
-        # a window is 144,160 samples: on a CPU one at a time is as fast as any batch (bench/quality.py), on a GPU
-        # batches fill the device
-        self.batch_windows = batch_windows or (64 if runs_on_gpu(device) else 1)
+        trunk, head = split_model(model_path())
+        self.precision = resolve_precision(precision, device)
+        if self.precision == "bfloat16":
+            self.run_trunk = BFloat16Trunk(model_path(), threads)
+        else:
+            session = ort.InferenceSession(trunk, options, providers=providers)
+            self.run_trunk = lambda batch: session.run(None, {TRUNK_INPUT: batch})[0]
+        self.head = ort.InferenceSession(head, options, providers=providers)
+        self.batch_windows = batch_windows or (16 if runs_on_gpu(device) else 1)
         self.hop_seconds = hop_seconds
+
+    def clip_trunk(self, audio: np.ndarray, count: int) -> np.ndarray:
+        """The pooled trunk over frames 0 .. count of the clip, (32, count / 2, 80); exact more than HALO
+        frames from either end. Chunks overlap by the halo and start on even frames."""
+        parts = []
+        for first in range(0, count, CHUNK_FRAMES):
+            low, high = max(0, first - HALO), min(count, first + CHUNK_FRAMES + HALO)
+            out = self.run_trunk(frames(audio, low, high - low)[None])[0]
+            skip = (first - low) // 2
+            parts.append(out[:, skip:skip + min(CHUNK_FRAMES, count - first) // 2])
+        return np.concatenate(parts, axis=1)
+
+    def raw_scores(self, audio: np.ndarray, starts: list[int]) -> np.ndarray:
+        """The model's raw (sig, bak, ovrl) for the windows of `audio` beginning at `starts`."""
+        firsts = [s // FRAME_HOP for s in starts]  # whole seconds: 100 frames each, even
+        shared = self.clip_trunk(audio, firsts[-1] + WINDOW_FRAMES)
+        edges = self.run_trunk(np.stack([frames(audio, f + offset, STRIP)
+                                         for f in firsts for offset in (0, WINDOW_FRAMES - STRIP)]))
+        keep, length = HALO // 2, WINDOW_FRAMES // 2  # pooled positions
+        rows = []
+        for i in range(0, len(firsts), self.batch_windows):
+            batch = [np.concatenate([edges[2 * k][:, :keep], shared[:, f // 2 + keep:f // 2 + length - keep],
+                                     edges[2 * k + 1][:, keep:]], axis=1)
+                     for k, f in enumerate(firsts[i:i + self.batch_windows], start=i)]
+            rows.append(self.head.run(None, {TRUNK_OUTPUT: np.stack(batch)})[0])
+        return np.concatenate(rows).astype(np.float64)
 
     def score(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """{sig, bak, ovrl} for each clip (16 kHz, values in [-1, 1]), in order."""
-        windows = [clip_windows(c, self.hop_seconds) for c in clips]
-        if not windows:
-            return []
-        stacked = np.concatenate(windows)
-        raw = np.concatenate([self.session.run(None, {"input_1": stacked[i:i + self.batch_windows]})[0]
-                              for i in range(0, len(stacked), self.batch_windows)]).astype(np.float64)
-        scores, first = [], 0
-        for w in windows:
-            rows = raw[first:first + len(w)]
-            first += len(w)
-            scores.append({name: float(np.mean(poly(rows[:, k])))
-                           for k, (name, poly) in enumerate(POLYNOMIALS.items())})
+        scores = []
+        for clip in clips:
+            audio = doubled(clip)
+            raw = self.raw_scores(audio, window_starts(audio, self.hop_seconds))
+            scores.append({name: float(np.mean(poly(raw[:, k]))) for k, (name, poly) in enumerate(POLYNOMIALS.items())})
         return scores

@@ -10,9 +10,10 @@ import numpy as np
 
 from pipeline.audio import frame_energy_db
 from pipeline.capacity import PoolResources
+from pipeline.model_folders import runs_on_gpu
 from pipeline.shards.schema import Quality
 from pipeline.stages.base import Stage
-from pipeline.stages.dnsmos import DnsmosScorer
+from pipeline.stages.dnsmos import PRECISIONS, DnsmosScorer
 from pipeline.stages.vad import SileroVad, VadSettings
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 
@@ -49,12 +50,15 @@ class QualityLimits:
 class QualitySettings:
     """The `quality` section: metrics on every kept segment (DNSMOS P.835 through speechmos' ONNX weights
     when `dnsmos`, on `device`: cpu, or cuda through onnxruntime's CUDA provider), then the `limits`.
-    `dnsmos_hop_seconds`: 1 scores speechmos' own windows; a longer hop scores fewer (faster, a near score:
-    bench/quality.py prints both)."""
+    `dnsmos_hop_seconds`: 1 scores speechmos' own windows; a longer hop scores fewer (faster, a near score).
+    `dnsmos_precision`: float32 gives speechmos' scores to float rounding; bfloat16 (CPU only) runs the
+    model's convolutions in bfloat16 (scores within a few thousandths, faster where the CPU has native
+    bfloat16); auto takes bfloat16 on such a CPU. bench/quality.py prints each against speechmos."""
     enabled: bool = True
     dnsmos: bool = True
     device: str = "cpu"
     dnsmos_hop_seconds: float = 1.0
+    dnsmos_precision: str = "auto"
     limits: QualityLimits = field(default_factory=QualityLimits)
 
     def problems(self) -> list[str]:
@@ -64,6 +68,10 @@ class QualitySettings:
         if self.dnsmos_hop_seconds < 1 or self.dnsmos_hop_seconds != int(self.dnsmos_hop_seconds):
             problems.append(f"quality.dnsmos_hop_seconds={self.dnsmos_hop_seconds:g} must be a whole number of "
                             f"seconds >= 1 (1: speechmos' windows)")
+        if self.dnsmos_precision not in PRECISIONS:
+            problems.append(f"quality.dnsmos_precision={self.dnsmos_precision} is not one of {', '.join(PRECISIONS)}")
+        elif self.dnsmos_precision == "bfloat16" and runs_on_gpu(self.device):
+            problems.append("quality.dnsmos_precision=bfloat16 is a CPU path: on cuda use float32 or auto")
         return problems
 
 
@@ -107,8 +115,8 @@ class QualityStage(Stage):
 
     def setup(self) -> None:
         self.vad = SileroVad.from_config(self.vad_cfg, self.sample_rate)
-        self.dnsmos = (DnsmosScorer(self.threads, self.cfg.device, hop_seconds=self.cfg.dnsmos_hop_seconds)
-                       if self.cfg.dnsmos else None)
+        self.dnsmos = (DnsmosScorer(self.threads, self.cfg.device, hop_seconds=self.cfg.dnsmos_hop_seconds,
+                                    precision=self.cfg.dnsmos_precision) if self.cfg.dnsmos else None)
 
     def metrics(self, clip: np.ndarray, text: Optional[str], mos: Optional[dict]) -> Quality:
         seconds = len(clip) / self.sample_rate

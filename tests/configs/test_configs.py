@@ -116,6 +116,8 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("resources.transcribe.memory_mb=100000000", "no node has that much memory"),
     ("diarize.audio=denoised", "choose original"),
     ("enhance.enabled=false;transcribe.audio=enhanced", "transcribe.audio=enhanced but enhance.enabled=false"),
+    ("quality.dnsmos_precision=half", "not one of auto, float32, bfloat16"),
+    ("quality.device=cuda;resources.quality.num_gpus=0.5;quality.dnsmos_precision=bfloat16", "is a CPU path"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate

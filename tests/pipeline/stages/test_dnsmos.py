@@ -1,8 +1,9 @@
-"""DNSMOS through the batched scorer gives speechmos' scores on the same clips (the same model files)."""
+"""DNSMOS through the stage's scorer gives speechmos' scores on the same clips (the same model file)."""
 import numpy as np
 import pytest
 
-from pipeline.stages.dnsmos import WINDOW_SAMPLES, DnsmosScorer, clip_windows
+from pipeline.stages.dnsmos import WINDOW_SAMPLES, DnsmosScorer, clip_windows, cpu_has_bfloat16, doubled, \
+    model_path, window_starts
 from pipeline.synthetic import make_dialog
 
 LINES = [("a", "en-us+f4", "The quick brown fox jumps over the lazy dog."),
@@ -17,16 +18,39 @@ def clips():
     return [np.clip(audio[:n], -1, 1) for n in (16000 * 2, 16000 * 9 + 200, 16000 * 10 + 8000, len(audio))]
 
 
-def test_scores_equal_speechmos_on_the_same_clips(clips):
+@pytest.fixture(scope="module")
+def speechmos_scores(clips):
     import speechmos.dnsmos
 
-    reference = speechmos.dnsmos.run  # Microsoft's package: its own windows, P.808 included
-    ours = DnsmosScorer(threads=1, batch_windows=4).score(clips)
-    for clip, mine in zip(clips, ours):
-        theirs = reference(clip, 16000)
+    return [speechmos.dnsmos.run(clip, 16000) for clip in clips]  # Microsoft's package: its windows, P.808 too
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_scores_equal_speechmos_on_the_same_clips(clips, speechmos_scores, precision):
+    ours = DnsmosScorer(threads=1, precision=precision).score(clips)
+    for clip, mine, theirs in zip(clips, ours, speechmos_scores):
         for name in ("sig", "bak", "ovrl"):
             assert abs(mine[name] - theirs[f"{name}_mos"]) < 0.01, (len(clip), name, mine, theirs)
     assert len(clip_windows(clips[-1])) > 1  # the long clip is scored over several hopped windows
+
+
+@pytest.mark.parametrize("hop", [1, 3])
+def test_shared_trunk_gives_every_window_the_whole_models_output(clips, hop):
+    """Each window's raw scores equal the whole model run on that window alone, including windows whose
+    trunk crosses a chunk boundary (the long doubled clip) and the edge strips."""
+    import onnxruntime as ort
+
+    whole = ort.InferenceSession(model_path(), providers=["CPUExecutionProvider"])
+    scorer = DnsmosScorer(threads=1, precision="float32", hop_seconds=hop)
+    for clip in clips:
+        audio = doubled(clip)
+        starts = window_starts(audio, hop)
+        expected = whole.run(None, {"input_1": clip_windows(clip, hop)})[0]
+        np.testing.assert_allclose(scorer.raw_scores(audio, starts), expected, atol=1e-4)
+
+
+def test_auto_precision_follows_the_cpu():
+    assert DnsmosScorer(precision="auto").precision == ("bfloat16" if cpu_has_bfloat16() else "float32")
 
 
 def test_windows_are_speechmos_windows():
