@@ -169,15 +169,23 @@ class DiarizeStage(Stage):
             self.embedder = ResemblyzerEmbedder(self.cfg.embedding.device)
 
     def process(self, work: RecordingWork) -> RecordingWork:
-        return self.with_segments(work, self.speaker_turns(work.model_input(self.cfg.audio)))
+        audio = work.model_input(self.cfg.audio)
+        regions = self.vad.speech_regions(audio) if self.cfg.backend in ("embedding", "vad") else None
+        work = self.with_segments(work, self.speaker_turns(audio, regions))
+        if regions is not None and self.cfg.audio == "original" and work.active:
+            work = replace(work, speech_regions=tuple(regions))  # the quality stage measures the same audio
+        return work
 
-    def speaker_turns(self, audio: np.ndarray) -> list[Turn]:
+    def speaker_turns(self, audio: np.ndarray, regions: list[tuple[float, float]] | None = None) -> list[Turn]:
+        """Speaker turns; the VAD backends take the speech `regions` when the caller has them."""
         backend, sr = self.cfg.backend, self.sample_rate
         if backend == "fixed":
             return [Turn(0.0, len(audio) / sr, "S0")]
         if backend == "pyannote":
             return self.pyannote_turns(audio)
-        turns = [Turn(start, end, "S0") for start, end in self.vad.speech_regions(audio)]
+        if regions is None:
+            regions = self.vad.speech_regions(audio)
+        turns = [Turn(start, end, "S0") for start, end in regions]
         if backend == "embedding":
             chunks = chunk_turns(turns, self.cfg.chunk_seconds, self.cfg.min_last_chunk_seconds)
             embeddings = self.embedder.embed([audio[round(c.start * sr):round(c.end * sr)] for c in chunks])

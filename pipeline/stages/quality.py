@@ -1,10 +1,17 @@
 """Stage 5, quality metrics and filters: DNSMOS P.835 (speechmos), SNR estimate, VAD speech ratio,
 characters per second, ASR confidence and duration. Every drop is a segment rejection with its reason
-and metrics; a threshold set to null in the config is not applied."""
+and metrics; a threshold set to null in the config is not applied.
+
+The speech ratio is Silero VAD's speech within the segment. When diarization already ran Silero over the
+decoded recording (the `vad` and `embedding` backends on the original audio, with the same `diarize.vad`
+settings) its regions are reused rather than running the VAD again on every segment; with pyannote, or
+diarization on the enhanced audio, the segment's own audio goes through the VAD here. The SNR estimate is
+a percentile of 20 ms frame levels (a pass over the samples, nothing worth reusing: decode's levels are
+100 ms frames)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -87,6 +94,11 @@ def estimate_snr_db(audio: np.ndarray, sample_rate: int) -> float:
     return float(np.percentile(levels, 95) - np.percentile(levels, 10))
 
 
+def overlap_seconds(start: float, end: float, regions: Sequence[tuple[float, float]]) -> float:
+    """Seconds of [start, end] covered by the (disjoint) regions."""
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in regions)
+
+
 def filter_reasons(segment: SegmentDraft, q: Quality, limits: QualityLimits) -> dict[str, float]:
     """Which limits a segment breaks: {reason: value}. A limit of null is not applied."""
     checks = {
@@ -118,12 +130,15 @@ class QualityStage(Stage):
         self.dnsmos = (DnsmosScorer(self.threads, self.cfg.device, hop_seconds=self.cfg.dnsmos_hop_seconds,
                                     precision=self.cfg.dnsmos_precision) if self.cfg.dnsmos else None)
 
-    def metrics(self, clip: np.ndarray, text: Optional[str], mos: Optional[dict]) -> Quality:
-        seconds = len(clip) / self.sample_rate
+    def metrics(self, clip: np.ndarray, segment: SegmentDraft, mos: Optional[dict],
+                speech_regions: Optional[Sequence[tuple[float, float]]]) -> Quality:
+        seconds, text = len(clip) / self.sample_rate, segment.text
+        speech = (self.vad.speech_seconds(clip) if speech_regions is None
+                  else overlap_seconds(segment.start, segment.end, speech_regions))
         return Quality(
             dnsmos_sig=mos["sig"] if mos else None, dnsmos_bak=mos["bak"] if mos else None,
             dnsmos_ovrl=mos["ovrl"] if mos else None, snr_db=estimate_snr_db(clip, self.sample_rate),
-            speech_ratio=min(1.0, self.vad.speech_seconds(clip) / seconds),
+            speech_ratio=min(1.0, speech / seconds),
             chars_per_sec=None if text is None else len(text.replace(" ", "")) / seconds)
 
     def process(self, work: RecordingWork) -> RecordingWork:
@@ -135,7 +150,7 @@ class QualityStage(Stage):
                   else self.dnsmos.score([np.clip(clips[i], -1.0, 1.0) for i in todo]))
         for i, mos in zip(todo, scores):
             segment = segments[i]
-            quality = self.metrics(clips[i], segment.text, mos)
+            quality = self.metrics(clips[i], segment, mos, work.speech_regions)
             broken = filter_reasons(segment, quality, self.cfg.limits)
             rejection = Rejection(self.name, ",".join(sorted(broken)), broken) if broken else None
             segments[i] = replace(segment, quality=quality, rejection=rejection)

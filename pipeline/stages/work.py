@@ -74,6 +74,8 @@ class RecordingWork:
     failure: Optional[Failure] = None
     stage_seconds: tuple[tuple[str, float], ...] = ()
     conversation: Optional[object] = None  # a fine-tuning conversation's plan (pipeline/sft), carried to pack
+    # Silero VAD's speech in the decoded audio (seconds), where diarization ran it: quality's speech ratio
+    speech_regions: Optional[tuple[tuple[float, float], ...]] = None
 
     @property
     def active(self) -> bool:
