@@ -109,6 +109,7 @@ class AudioFile:
         metadata = self._decoder().metadata
         self.original_sample_rate = int(metadata.sample_rate or sample_rate)
         self.original_channels = int(metadata.num_channels or 1)
+        self.header_seconds = metadata.duration_seconds_from_header  # None where the container does not say
 
     def _decoder(self):
         from torchcodec.decoders import AudioDecoder
@@ -142,14 +143,24 @@ class AudioFile:
             block = self.read(start, start + block_seconds, decoder)
             if block.size == 0:
                 break
-            usable = len(block) - len(block) % frame if len(block) >= frame else len(block)
-            levels.append(frame_energy_db(block[:usable], frame))
+            block_levels, _, block_loudest = levels_of(block, self.sample_rate)
+            levels.append(block_levels)
             total += len(block)
-            loudest = max(loudest, float(np.abs(block).max()))
+            loudest = max(loudest, block_loudest)
             start += block_seconds
         if total == 0:
             raise DecodeError("no audio samples (zero-length)")
         return np.concatenate(levels), total, loudest
+
+
+def levels_of(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, float]:
+    """What `AudioFile.scan` measures, of audio already in memory: (100 ms frame levels in dB, number of
+    samples, largest absolute sample); a partial last frame is dropped."""
+    if audio.size == 0:
+        raise DecodeError("no audio samples (zero-length)")
+    frame = level_frame(sample_rate)
+    usable = len(audio) - len(audio) % frame if len(audio) >= frame else len(audio)
+    return frame_energy_db(audio[:usable], frame), len(audio), float(np.abs(audio).max())
 
 
 def frame_energy_db(audio: np.ndarray, frame: int, block_frames: int = 4096) -> np.ndarray:

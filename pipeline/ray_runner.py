@@ -65,9 +65,11 @@ class StagePlan:
 # Audio travels in its own columns, as Arrow tensors: Ray Data would otherwise pickle it inside the work
 # record at every stage boundary (a copy of each session's audio per stage, in and out). It travels as
 # 16-bit PCM, half of float32's memory in the object store and in every worker holding a block; the
-# shards store 16-bit FLAC, so nothing that is kept is lost. Stages see float32.
+# shards store 16-bit FLAC, so nothing that is kept is lost. Stages see float32, PCM / 32768: libsndfile's
+# own scale, so pack encodes the PCM as it is and the FLAC is byte for byte what the float audio would
+# give. A stage that hands a recording's audio on unchanged (all but decode) hands on its PCM too.
 _NO_AUDIO = np.zeros(0, dtype=np.int16)
-_PCM_SCALE = np.float32(32767.0)
+_PCM_SCALE = np.float32(32768.0)
 _CONVERT_BLOCK = 1 << 20  # samples per conversion step: no full-length float temporaries for an hour of audio
 
 
@@ -76,8 +78,8 @@ def to_pcm16(audio: np.ndarray | None) -> np.ndarray:
         return _NO_AUDIO
     pcm = np.empty(len(audio), dtype=np.int16)
     for first in range(0, len(audio), _CONVERT_BLOCK):
-        block = np.clip(audio[first:first + _CONVERT_BLOCK], -1.0, 1.0)
-        block *= _PCM_SCALE
+        block = audio[first:first + _CONVERT_BLOCK] * _PCM_SCALE
+        np.clip(block, -32768.0, 32767.0, out=block)
         pcm[first:first + _CONVERT_BLOCK] = np.rint(block, out=block)
     return pcm
 
@@ -90,18 +92,25 @@ def from_pcm16(pcm: np.ndarray) -> np.ndarray | None:
     return audio
 
 
-def to_row(work: RecordingWork) -> dict:
+def to_row(work: RecordingWork, pcm_of: dict[int, np.ndarray] | None = None) -> dict:
+    """The work as a row; `pcm_of` maps id(float audio) to the PCM it came from, for audio passed on unchanged."""
+    def pcm(audio):
+        known = None if audio is None or pcm_of is None else pcm_of.get(id(audio))
+        return known if known is not None else to_pcm16(audio)
+
     # the record pickled by us: Ray Data would first try (and fail) to make an Arrow column of it
     return {"work": pickle.dumps(replace(work, audio=None, enhanced=None), protocol=pickle.HIGHEST_PROTOCOL),
-            "audio": to_pcm16(work.audio), "enhanced": to_pcm16(work.enhanced)}
+            "audio": pcm(work.audio), "enhanced": pcm(work.enhanced)}
 
 
-def from_row(work: bytes, audio: np.ndarray, enhanced: np.ndarray) -> RecordingWork:
-    return replace(pickle.loads(work), audio=from_pcm16(audio), enhanced=from_pcm16(enhanced))
+def from_row(work: bytes, audio: np.ndarray, enhanced: np.ndarray, as_pcm: bool = False) -> RecordingWork:
+    """The work of a row, its audio float32 (or the 16-bit PCM itself with `as_pcm`: what pack encodes)."""
+    convert = (lambda pcm: pcm if pcm.size else None) if as_pcm else from_pcm16
+    return replace(pickle.loads(work), audio=convert(audio), enhanced=convert(enhanced))
 
 
-def to_batch(works: list[RecordingWork]) -> dict:
-    rows = [to_row(w) for w in works]
+def to_batch(works: list[RecordingWork], pcm_of: dict[int, np.ndarray] | None = None) -> dict:
+    rows = [to_row(w, pcm_of) for w in works]
     return {name: [row[name] for row in rows] for name in ("work", "audio", "enhanced")}
 
 
@@ -126,7 +135,10 @@ class _StageActor:
 
     def __call__(self, batch: dict) -> dict:
         works = [from_row(w, a, e) for w, a, e in zip(batch["work"], batch["audio"], batch["enhanced"])]
-        return to_batch(run_stage(self.stage, works))
+        # the input works stay referenced until to_batch is done, so these ids are theirs alone
+        pcm_of = {id(signal): pcm for work, a, e in zip(works, batch["audio"], batch["enhanced"])
+                  for signal, pcm in ((work.audio, a), (work.enhanced, e)) if signal is not None}
+        return to_batch(run_stage(self.stage, works), pcm_of)
 
 
 def init_ray(cfg: CurateConfig) -> None:
@@ -230,7 +242,7 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
 
     def pack_row(row: dict) -> dict:
         # pickled here, once: a column of large Python objects makes Ray Data try Arrow first, then pickle
-        packed = pack(from_row(row["work"], row["audio"], row["enhanced"]))
+        packed = pack(from_row(row["work"], row["audio"], row["enhanced"], as_pcm=True))
         return {"packed": pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)}
 
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), cfg.ray.input_blocks))

@@ -8,9 +8,11 @@ import soundfile as sf
 
 
 def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Float mono audio in [-1, 1] to FLAC bytes (16-bit; values outside the range are clipped)."""
+    """Mono audio to FLAC bytes (16-bit): float in [-1, 1] (values outside are clipped), or int16 PCM as it
+    is (the same bytes as float PCM / 32768)."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    samples = audio if audio.dtype == np.int16 else np.clip(audio, -1.0, 1.0)
+    sf.write(buf, samples, sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
 
 
