@@ -41,7 +41,8 @@ class DecodeSettings:
             problems.append(f"decode.split_search_seconds={self.split_search_seconds:g} must be >= 0 and shorter "
                             f"than a session ({self.max_session_minutes:g} minutes)")
         if self.whole_file_minutes < 0:
-            problems.append(f"decode.whole_file_minutes={self.whole_file_minutes:g} must be >= 0 (0: always two passes)")
+            problems.append(f"decode.whole_file_minutes={self.whole_file_minutes:g} must be >= 0 "
+                            f"(0: always two passes)")
         if self.loudness_gate_db <= 0 or self.max_gain_db < 0:
             problems.append("decode: loudness_gate_db must be > 0 and max_gain_db >= 0")
         return problems
