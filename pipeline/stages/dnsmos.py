@@ -109,13 +109,21 @@ def frames(audio: np.ndarray, first: int, count: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
+def load_model(path: str):
+    """The ONNX model, read once per process (the split and the bfloat16 trunk both need it)."""
+    import onnx
+
+    return onnx.load(path)
+
+
+@lru_cache(maxsize=None)
 def split_model(path: str) -> tuple[bytes, bytes]:
     """The model cut after its first pooling: (trunk, head) as serialised ONNX; the trunk takes any
     (even) number of frames."""
     import onnx
     from onnx.utils import Extractor
 
-    extractor = Extractor(onnx.shape_inference.infer_shapes(onnx.load(path)))
+    extractor = Extractor(onnx.shape_inference.infer_shapes(load_model(path)))
     trunk = extractor.extract_model([TRUNK_INPUT], [TRUNK_OUTPUT])
     del trunk.graph.value_info[:]  # shapes inferred for 900 frames
     for tensor, time_axis in ((trunk.graph.input[0], 1), (trunk.graph.output[0], 2)):
@@ -129,12 +137,12 @@ class BFloat16Trunk:
     """The trunk in torch: the same weights and operations, the convolutions in bfloat16."""
 
     def __init__(self, path: str, threads: int):
-        import onnx
         import torch
         from onnx import numpy_helper
 
         torch.set_num_threads(max(1, threads))
-        weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(path).graph.initializer}
+        weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+                   for t in load_model(path).graph.initializer}
         # the STFT as one matrix: real then imaginary kernels, (320, 2 x 161)
         self.stft = torch.cat([weights[f"time2freq/stft-{part}/kernel:0"][..., 0] for part in ("real", "imag")]).T
         self.bins = self.stft.shape[1] // 2
