@@ -118,7 +118,8 @@ def generate_conversations(cfg: DictConfig, raw: Path, folder: Path) -> Path:
         speakers = list(dict.fromkeys(t["speaker"] for t in truth["turns"]))
         first = truth["turns"][0]
         lines.append({"task_type": "understanding", "conversation": [
-            {"role": "user", "message_type": "audio", "content": str(wav)},
+            # relative to the JSONL's folder, as prepare_sft resolves it, wherever the workdir is
+            {"role": "user", "message_type": "audio", "content": os.path.relpath(wav, folder)},
             {"role": "user", "message_type": "text", "content": "How many people speak, and who speaks first?"},
             {"role": "assistant", "message_type": "text",
              "content": f"{len(speakers)} people speak; {first['speaker']} speaks first."}]})

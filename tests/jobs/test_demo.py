@@ -49,5 +49,7 @@ def test_demo_curates_evaluates_and_trains_on_generated_speech(tmp_path, ray_clu
     # few steps draw depends on how the shards were filled; each type's layout has its own tests)
     # 2 questions, 2 turns to transcribe, 2 spoken exchanges
     assert "prepare_sft: 6 conversations" in out, out[-3000:]
+    prepared = read_manifest(DatasetLayout.of(tmp_path / "sft-conversations")).to_pylist()
+    assert len({r["recording_id"] for r in prepared}) == 6, out[-3000:]  # every one prepared, none failed
     by_task = next(line for line in out.splitlines() if line.startswith("fine-tuning by task:"))
     assert "sft_asr" in by_task and ("sft_understanding" in by_task or "sft_speech2speech" in by_task), by_task
