@@ -44,11 +44,12 @@ PROGRESS_EVERY_SECONDS = 10.0
 
 
 def stage_plans(cfg: CurateConfig) -> list[StagePlan]:
-    """The model stages in order; each is built inside its Ray actor from its own settings."""
+    """The stages in order; each is built inside its Ray actor (or, without a pool, its task) from its own settings."""
     r, sample_rate = cfg.resources, cfg.sample_rate
     plans = [StagePlan("enhance", partial(EnhanceStage, cfg.enhance, sample_rate), r.enhance)
              ] if cfg.enhance.enabled else []
-    plans.append(StagePlan("diarize", partial(DiarizeStage, cfg.diarize, sample_rate), r.diarize))
+    plans.append(StagePlan("diarize", partial(DiarizeStage, cfg.diarize, sample_rate), r.diarize,
+                           in_task="diarize" not in cfg.pools()))
     if cfg.transcribe.enabled:
         plans.append(StagePlan("transcribe", partial(TranscribeStage, cfg.transcribe), r.transcribe))
     if cfg.quality.enabled:

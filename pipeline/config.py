@@ -66,8 +66,10 @@ class CurateConfig:
     resources: CurateResources = field(default_factory=CurateResources)
 
     def pools(self) -> dict[str, PoolResources]:
-        """The actor pools this config starts: the writers and the model stages that are on."""
-        on = {"write": True, "enhance": self.enhance.enabled, "diarize": True,
+        """The actor pools this config starts: the writers and the model stages that are on. Fixed windows
+        have no model: they run in the decode tasks, unless enhancement (a pool) comes before them."""
+        on = {"write": True, "enhance": self.enhance.enabled,
+              "diarize": self.diarize.backend != "fixed" or self.enhance.enabled,
               "transcribe": self.transcribe.enabled, "quality": self.quality.enabled,
               "tokenize": self.tokenize.enabled}
         return {stage: getattr(self.resources, stage) for stage, enabled in on.items() if enabled}

@@ -3,6 +3,8 @@
 decode (tasks, one source each) -> model stages (actor pools: the model loads once per actor)
 -> pack (tasks: encode FLAC/JSON/npy) -> write (an actor pool committing shards to the dataset's storage,
 pipeline/stages/write.py) -> the driver, which only tallies small outcome records: no audio reaches it.
+A stage without a model (fixed windows) runs inside the decode tasks instead of a pool of its own, and
+when no model stage is left, so does pack: the audio then never travels between processes, only its FLAC.
 Ray Data streams blocks with backpressure, so memory stays bounded whatever the number of inputs.
 `RAY_ADDRESS` (set by `ray job submit`) selects a cluster; without it Ray starts embedded.
 """
@@ -14,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import takewhile
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -56,10 +59,12 @@ class RaySettings:
 
 @dataclass(frozen=True)
 class StagePlan:
-    """A model stage and how Ray runs it (from the `resources.<name>` config section)."""
+    """A stage and how Ray runs it (from the `resources.<name>` config section). `in_task`: the stage has
+    no model to load once, so it runs inside the decode tasks (it must come before every model stage)."""
     name: str
     make: Callable[[], Stage]
     resources: PoolResources
+    in_task: bool = False
 
 
 # Audio travels in its own columns, as Arrow tensors: Ray Data would otherwise pickle it inside the work
@@ -82,6 +87,10 @@ def to_pcm16(audio: np.ndarray | None) -> np.ndarray:
         np.clip(block, -32768.0, 32767.0, out=block)
         pcm[first:first + _CONVERT_BLOCK] = np.rint(block, out=block)
     return pcm
+
+
+def pcm16_or_none(audio: np.ndarray | None) -> np.ndarray | None:
+    return None if audio is None else to_pcm16(audio)
 
 
 def from_pcm16(pcm: np.ndarray) -> np.ndarray | None:
@@ -235,26 +244,39 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
     # ordinary data, so anything small makes each session travel alone and stream through the stages
     context.target_max_block_size = int(cfg.ray.target_max_block_mb * 2**20)
 
-    def decode(item: dict) -> Iterator[dict]:
-        # a generator: each session leaves the task as its own block before the next one is decoded
-        for work in expand(item):
-            yield to_row(work)
+    in_task = list(takewhile(lambda plan: plan.in_task, stages))  # one after a model stage gets a pool
+    pooled = stages[len(in_task):]
+
+    def packed_row(work: RecordingWork) -> dict:
+        # pickled here, once: a column of large Python objects makes Ray Data try Arrow first, then pickle
+        return {"packed": pickle.dumps(pack(work), protocol=pickle.HIGHEST_PROTOCOL)}
 
     def pack_row(row: dict) -> dict:
-        # pickled here, once: a column of large Python objects makes Ray Data try Arrow first, then pickle
-        packed = pack(from_row(row["work"], row["audio"], row["enhanced"], as_pcm=True))
-        return {"packed": pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)}
+        return packed_row(from_row(row["work"], row["audio"], row["enhanced"], as_pcm=True))
+
+    def decode(item: dict) -> Iterator[dict]:
+        # a generator: each session leaves the task as its own block before the next one is decoded
+        built = [plan.make() for plan in in_task]
+        for stage in built:
+            stage.setup()
+        for work in expand(item):
+            for stage in built:
+                [work] = run_stage(stage, [work])
+            # with no model stage left, pack here too, from 16-bit PCM as after the pools
+            yield to_row(work) if pooled else packed_row(replace(work, audio=pcm16_or_none(work.audio),
+                                                                 enhanced=pcm16_or_none(work.enhanced)))
 
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), cfg.ray.input_blocks))
     ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus, **declared_memory(cfg.resources.decode))
-    for plan in stages:
+    for plan in pooled:
         r = plan.resources
         # a class per stage: Ray names the operator after it, so the plan and progress say `MapBatches(transcribe)`
         actor = type(plan.name, (_StageActor,), {"__module__": __name__, "__qualname__": plan.name})
         ds = ds.map_batches(actor, fn_constructor_args=(plan.name, plan.make), batch_size=r.batch_size,
                             batch_format="numpy", compute=actor_pool(r), num_cpus=r.num_cpus,
                             num_gpus=r.num_gpus or None, **declared_memory(r))
-    ds = ds.map(pack_row, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
+    if pooled:
+        ds = ds.map(pack_row, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
     w = cfg.resources.write
     writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
     ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="numpy",

@@ -1,6 +1,7 @@
 """The curation job end to end on a real Ray cluster: submitted, bad inputs, exactly once, transcripts."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -239,6 +240,45 @@ def test_the_production_config_curates_trainable_data(ray_cluster, offline_model
     assert problems == [] and found is not None  # committed samples, every one with semantic tokens
     samples = list(iter_samples(tmp_path / "curated", audio="both"))
     assert samples and all(s.tokens is not None and s.enhanced is not None and s.record.text for s in samples)
+
+
+MODEL_FREE = ["enhance.enabled=false", "diarize.backend=fixed", "transcribe.enabled=false", "quality.enabled=false",
+              "tokenize.enabled=false", "decode.max_session_minutes=0.1", "decode.split_search_seconds=2"]
+
+
+def test_model_free_curation_packs_in_the_decode_tasks(ray_cluster, spoken_inputs, offline_models, tmp_path):
+    """With no model stage, fixed windows and pack run in the decode tasks (no pool of their own): the shards
+    hold byte for byte the FLAC the stage functions give in one process, for files split into 6 s sessions,
+    read by libsndfile (16 kHz mono WAV) or by FFmpeg (a 44.1 kHz stereo FLAC, resampled and downmixed)."""
+    from jobs.cli import load_settings
+    from pipeline.config import CurateConfig
+    from pipeline.shards import PipelineInfo
+    from pipeline.stages.base import run_stage
+    from pipeline.stages.decode import decode_sessions
+    from pipeline.stages.diarize import DiarizeStage
+    from pipeline.shards.manifest import MEMBER_AUDIO
+    from pipeline.stages.pack import pack_recording
+
+    folder, _ = spoken_inputs
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for path in sorted(folder.glob("*.wav"))[:2]:
+        shutil.copy(path, inputs)
+    subprocess.run(["sox", str(path), "-r", "44100", "-c", "2", str(inputs / "stereo-44k.flac")], check=True)
+    dataset = tmp_path / "model-free"
+    result = run_curate(ray_cluster, *curate_args(inputs, dataset, offline_models, *MODEL_FREE))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=x", "output=x", *MODEL_FREE])
+    assert "diarize" not in cfg.pools()
+    windows, pipeline = DiarizeStage(cfg.diarize, cfg.sample_rate), PipelineInfo.for_config("test", {})
+    expected = {}
+    for source in sorted(inputs.iterdir()):
+        for work in decode_sessions(str(source), cfg.decode, cfg.sample_rate):
+            for sample in pack_recording(run_stage(windows, [work])[0], pipeline).samples:
+                expected[sample.record.key] = hashlib.sha256(dict(sample.members)[MEMBER_AUDIO]).hexdigest()
+    assert len({key.rsplit("_", 1)[0] for key in expected}) > len(list(inputs.iterdir()))  # split into sessions
+    assert audio_hashes(dataset) == expected
 
 
 def audio_hashes(dataset: Path | str) -> dict[str, str]:

@@ -32,6 +32,43 @@ def test_any_ffmpeg_format_decodes_to_16k_mono(speech_wav, tmp_path, suffix, arg
     assert decoded.original_channels == 2
 
 
+def ffmpeg_samples(path, start=None, stop=None) -> np.ndarray:
+    from torchcodec.decoders import AudioDecoder
+
+    decoder = AudioDecoder(str(path), sample_rate=16000, num_channels=1)
+    return decoder.get_samples_played_in_range(start or 0.0, stop).data.numpy()[0]
+
+
+@pytest.mark.parametrize("name, sox_args", [("pcm16.wav", ["-b", "16"]), ("pcm24.flac", ["-b", "24"]),
+                                            ("float.wav", ["-e", "floating-point", "-b", "32"]),
+                                            ("pcm16.flac", ["-b", "16"])])
+def test_mono_files_at_the_working_rate_read_by_libsndfile_give_ffmpegs_samples(tmp_path, name, sox_args):
+    from pipeline.audio import AudioFile
+
+    path = tmp_path / name
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", *sox_args, str(path), "synth", "5", "pinknoise",
+                    "vol", "0.5"], check=True)
+    audio_file = AudioFile(str(path), 16000)
+    assert audio_file.native and audio_file.header_seconds == 5.0
+    assert np.array_equal(audio_file.read(0.0, None), ffmpeg_samples(path))
+    assert np.array_equal(audio_file.read(1.25, 3.5), ffmpeg_samples(path, 1.25, 3.5))
+    assert np.array_equal(audio_file.read(4.5, 9.0), ffmpeg_samples(path, 4.5, 9.0))  # past the end: what is there
+    assert audio_file.read(6.0, 7.0).size == 0
+
+
+def test_truncated_wav_and_files_that_need_ffmpeg(tmp_path, speech_wav):
+    from pipeline.audio import AudioFile
+
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, np.linspace(-0.5, 0.5, 32000, dtype=np.float32), 16000, subtype="PCM_16")
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(whole.read_bytes()[:44 + 2 * 20000])  # the header still says 32000 samples
+    assert np.array_equal(AudioFile(str(truncated), 16000).read(0.0, None), ffmpeg_samples(truncated))
+    at_44k = tmp_path / "mono44k.wav"
+    sf.write(at_44k, sf.read(speech_wav)[0][:, 0], 44100)
+    assert not AudioFile(str(speech_wav), 16000).native and not AudioFile(str(at_44k), 16000).native  # downmix, resample
+
+
 def bad(tmp_path, name, content=None):
     path = tmp_path / name
     if content is None:
