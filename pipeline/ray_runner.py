@@ -131,16 +131,21 @@ class SchedulingError(RuntimeError):
     """The cluster cannot hold the job's pools, and did not grow to within the configured wait."""
 
 
+def start_stage(name: str, make: Callable[[], Stage]) -> Stage:
+    try:
+        stage = make()
+        stage.setup()
+        return stage
+    except Exception as e:  # surfaces in the driver through Ray's error chain; the job prints this line
+        raise StageSetupError(f"stage {name} could not start on {os.uname().nodename}: "
+                              f"{type(e).__name__}: {e}") from None
+
+
 class _StageActor:
     """Ray Data actor: builds its stage and loads its model once, then processes batches of works."""
 
     def __init__(self, name: str, make: Callable[[], Stage]):
-        try:
-            self.stage = make()
-            self.stage.setup()
-        except Exception as e:  # surfaces in the driver through Ray's error chain; the job prints this line
-            raise StageSetupError(f"stage {name} could not start on {os.uname().nodename}: "
-                                  f"{type(e).__name__}: {e}") from None
+        self.stage = start_stage(name, make)
 
     def __call__(self, batch: dict) -> dict:
         works = [from_row(w, a, e) for w, a, e in zip(batch["work"], batch["audio"], batch["enhanced"])]
@@ -256,9 +261,7 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
 
     def decode(item: dict) -> Iterator[dict]:
         # a generator: each session leaves the task as its own block before the next one is decoded
-        built = [plan.make() for plan in in_task]
-        for stage in built:
-            stage.setup()
+        built = [start_stage(plan.name, plan.make) for plan in in_task]
         for work in expand(item):
             for stage in built:
                 [work] = run_stage(stage, [work])
