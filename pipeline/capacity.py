@@ -97,11 +97,13 @@ def memory_bytes(resources) -> float:
 
 def stage_demands(cfg) -> list[Demand]:
     """The pools the job starts, from its `resources` section: model stages that are on, the writers,
-    decode and pack (`cfg` is a pipeline.config.CurateConfig)."""
+    decode and pack (`cfg` is a pipeline.config.CurateConfig). With no model stage, pack runs inside the
+    decode tasks (pipeline/ray_runner.py) and holds nothing of its own."""
+    pools = cfg.pools()
     demands = [Demand(stage, float(r.num_cpus), float(r.num_gpus), pool_bounds(r.concurrency)[0], memory_bytes(r))
-               for stage, r in cfg.pools().items()]
-    demands += [Demand(task, float(r.num_cpus), 0.0, 1, memory_bytes(r))
-                for task, r in (("decode", cfg.resources.decode), ("pack", cfg.resources.pack))]
+               for stage, r in pools.items()]
+    tasks = [("decode", cfg.resources.decode)] + ([("pack", cfg.resources.pack)] if set(pools) - {"write"} else [])
+    demands += [Demand(task, float(r.num_cpus), 0.0, 1, memory_bytes(r)) for task, r in tasks]
     return demands
 
 

@@ -27,3 +27,19 @@ def test_pools_keep_pace_and_fit_the_node():
     assert sum(plan.pools[c.stage] * c.cpus for c in COSTS) <= 128
     with pytest.raises(ValueError):
         balance_node([StageCost("idle", 0, 1)], cpus=1, gpus=0)
+
+
+def test_pack_holds_cpus_only_where_it_runs_as_its_own_tasks():
+    from jobs.cli import load_settings
+    from pipeline.capacity import stage_demands
+    from pipeline.config import CurateConfig
+
+    def demanded(*overrides):
+        cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=x", "output=y", *overrides])
+        return {d.stage: d.cpus for d in stage_demands(cfg)}
+
+    # model-free: windows and pack run in the decode tasks, so decode may hold all the writer leaves
+    model_free = demanded("enhance.enabled=false", "diarize.backend=fixed", "transcribe.enabled=false",
+                          "quality.enabled=false", "tokenize.enabled=false", "resources.decode.num_cpus=1.875")
+    assert model_free == {"write": 0.125, "decode": 1.875}
+    assert demanded()["pack"] == 0.125  # after the model pools, pack is a pool of tasks of its own
