@@ -255,8 +255,8 @@ def field_specs(record_type: type) -> tuple[_FieldSpec, ...]:
     specs = []
     for f in dataclasses.fields(record_type):
         hint, optional = _optional_inner(type_hints(record_type)[f.name])
-        kind = (typing.get_args(hint)[0],) if _is_tuple(hint) else (hint if hint in (bool, int, float) or (
-            isinstance(hint, type) and issubclass(hint, _Record)) else str)
+        record = _record_type(hint)
+        kind = (record,) if _is_tuple(hint) else record or (hint if hint in (bool, int, float) else str)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         specs.append(_FieldSpec(f.name, required, kind, optional, f.metadata.get("minimum"),
                                 f.metadata.get("maximum")))
