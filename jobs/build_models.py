@@ -246,8 +246,11 @@ def build_paraformer_tiny(out: Path, seed: int = 0) -> Path:
     }, indent=2))
     from funasr import AutoModel
 
+    from pipeline.stages.transcribe import funasr_quietly
+
     torch.manual_seed(seed)
-    model = AutoModel(model=str(tmp), device="cpu", disable_update=True, disable_log=True).model
+    with funasr_quietly():
+        model = AutoModel(model=str(tmp), device="cpu", disable_update=True, disable_log=True).model
     with torch.no_grad():
         fire = model.predictor.cif_output
         fire.weight.mul_(0.1)

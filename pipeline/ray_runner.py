@@ -10,6 +10,7 @@ Ray Data streams blocks with backpressure, so memory stays bounded whatever the 
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -161,10 +162,43 @@ def init_ray(cfg: CurateConfig) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
+    quiet_ray_notices()
     # Job-submitted drivers attach to their cluster; local runs start an embedded Ray with the config's CPUs.
     ray.init(address=address or None, num_cpus=None if address else cfg.ray.local_num_cpus,
              include_dashboard=False if not address else None, log_to_driver=cfg.ray.log_to_driver,
-             ignore_reinit_error=True)
+             ignore_reinit_error=True, logging_level=logging.WARNING)
+
+
+# Ray's warnings about what the job chose on purpose (message starts)
+_ROUTINE_NOTICES = ("Progress bars disabled",  # no terminal: the driver prints progress lines instead
+                    "Token authentication is enabled for this Ray cluster")  # a local instance's default
+
+
+class _RoutineNotices(logging.Filter):
+    def __init__(self, keep_info: tuple[str, ...] = ()):
+        super().__init__()
+        self.keep_info = keep_info
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno < logging.WARNING:
+            return message.startswith(self.keep_info)
+        return not message.startswith(_ROUTINE_NOTICES)
+
+
+def quiet_ray_notices() -> None:
+    """The driver's console keeps the job's own lines, Ray Data's execution plan (each operator named after its
+    stage) and Ray's warnings and errors (an operator that uses more memory than its stage declares, a task
+    that hangs). Ray Data's other INFO lines (each dataset's start and end) stay in the session's
+    `logs/ray-data`, and the routine notices above are dropped."""
+    import ray.data  # noqa: F401  (sets up its loggers on import)
+
+    for name, keep_info in (("ray", ()), ("ray.data", ("Execution plan of Dataset",))):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
+                continue  # Ray's session log files keep everything
+            if not any(isinstance(f, _RoutineNotices) for f in handler.filters):
+                handler.addFilter(_RoutineNotices(keep_info))
 
 
 def wait_for_capacity(cfg: CurateConfig, say: Callable[[str], None] = print) -> None:

@@ -16,10 +16,13 @@ FunASR or a Paraformer model those segments keep Whisper's text, and `asr.note` 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -101,8 +104,30 @@ def load_paraformer(model: str, device: str, threads: int):
     `ncpu` matters: FunASR sets torch's thread count for the whole process to it (default 4)."""
     from funasr import AutoModel
 
-    return AutoModel(model=model, device=device, ncpu=threads, disable_update=True, disable_log=True,
-                     disable_pbar=True)
+    with funasr_quietly():
+        return AutoModel(model=model, device=device, ncpu=threads, disable_update=True, disable_log=True,
+                         disable_pbar=True)
+
+
+@contextlib.contextmanager
+def funasr_quietly() -> Iterator[None]:
+    """Around FunASR's `AutoModel(...)`, which prints its version and calls `logging.basicConfig(level=INFO)`:
+    that would send every library's INFO to the console from then on (matplotlib's, in `audiomill-shards
+    plot`). Its routine notices ("download models from model hub", "trust_remote_code: False") go to the
+    root logger; errors still show, and the root logger's level and handlers are restored afterwards."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.ERROR)
+    if not handlers:
+        root.addHandler(logging.NullHandler())  # a handler there: `basicConfig` then adds none of its own
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def paraformer_characters(result: dict, offset: float) -> list[tuple[str, float, float]]:

@@ -50,11 +50,16 @@ def ray_cluster(tmp_path_factory, s3_server):
             time.sleep(1)
         else:
             pytest.fail(f"second Ray node did not join:\n{status}")
-        while time.time() < deadline:  # the job agent comes up after the nodes
-            if subprocess.run([ray, "job", "list", f"--address=http://127.0.0.1:{dashboard}"], env=env,
-                              capture_output=True).returncode == 0:
+        # the head's job agent comes up after the nodes, and after the dashboard answers `ray job list`: until
+        # then a submission fails with "No available agent to submit job"; a job that does nothing waits for it
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if subprocess.run([ray, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--no-wait", "--",
+                               "true"], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(1)
+        else:
+            pytest.fail("the Ray cluster's job agent did not come up")
         yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
     finally:
         stop_processes_under(temp)

@@ -2,6 +2,7 @@
 wav2vec2 CTC folder, and Mandarin through FunASR on a tiny random paraformer-zh folder (the real loading,
 alignment and decoding code; the Paraformer text and the word times are meaningless)."""
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from jobs.build_models import (
 )
 from pipeline.segment import punctuate_by_gaps
 from pipeline.shards.schema import AsrInfo
-from pipeline.stages.transcribe import ParaformerSettings, TranscribeSettings, TranscribeStage
+from pipeline.stages.transcribe import ParaformerSettings, TranscribeSettings, TranscribeStage, load_paraformer
 from pipeline.stages.work import RecordingWork, Rejection, SegmentDraft
 from pipeline.synthetic import make_dialog
 
@@ -107,6 +108,16 @@ def test_mandarin_goes_through_paraformer_with_character_times_and_pause_punctua
         assert starts == sorted(starts)
         assert all(segment.start - 1e-3 <= w.start <= w.end <= segment.end + 0.1 for w in segment.words)
         assert segment.text == punctuate_by_gaps([(w.word, w.start, w.end) for w in segment.words], 0.5, 1.0)
+
+
+def test_loading_paraformer_prints_nothing_and_leaves_logging_as_it_was(models, capsys):
+    # FunASR prints its version and calls logging.basicConfig(level=INFO) on every load: in a worker that
+    # would reach the driver's console, in a job every library's INFO would
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    load_paraformer(models["paraformer"], "cpu", 1)
+    assert (root.level, list(root.handlers)) == before
+    assert capsys.readouterr().out == ""
 
 
 def test_without_a_paraformer_model_mandarin_keeps_whisper_text_and_says_so(models, mandarin):
