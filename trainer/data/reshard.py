@@ -13,6 +13,8 @@ Those pieces, grouped by shard (one reader reads a shard's pieces in one pass) a
 and the epoch's shard order, are dealt round-robin to the new readers as their queues; after the
 queue, every new reader starts the next epoch as a regular one. Every rank computes the same from the
 same checkpoint, so no coordination is needed: over every epoch, no window is dropped or repeated.
+The text corpus, dealt document by document across the old readers, is dealt across the new ones from
+the furthest document any old reader had reached: none is read twice (`trainer/data/text_corpus.py`).
 """
 from __future__ import annotations
 
@@ -109,10 +111,12 @@ def reshard(rank_states: Sequence[dict], shard_lists: Sequence[Sequence[str]], s
         streams = [StreamState(**b["datasets"][d]) for b in blends]
         drawn = [[o for o in w if o.get("dataset") == d and "keys" in o] for w in waiting]
         per_dataset.append(deal_dataset(streams, drawn, shards, dataset_seed(seed, d), new_readers, salt))
-    # every reader reads the same text corpus sequence: go on from the furthest any reader had reached
-    text_docs = max(b["text_docs"] for b in blends)
+    # the text corpus was dealt across the old readers: deal it across the new ones from the furthest place any
+    # old reader had reached (documents a slower one had not read yet are skipped, none is read twice)
+    text_start = max(b.get("text_start", 0) + reader + b["text_docs"] * len(old) for reader, b in enumerate(blends))
     return [{"stream": {"rng": np.random.default_rng([seed, reader, salt, 2]).bit_generator.state,
-                        "text_docs": text_docs, "datasets": [states[reader].to_dict() for states in per_dataset]},
+                        "text_docs": 0, "text_start": text_start,
+                        "datasets": [states[reader].to_dict() for states in per_dataset]},
              "buffer": [], "held": None, "shuffle_rng": None, "waiting_origins": []}
             for reader in range(new_readers)]
 

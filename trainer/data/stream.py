@@ -198,7 +198,7 @@ class PretrainStream:
                             sample.enhanced if use_enhanced else sample.audio)
 
     def _text_sample(self) -> TaskSample:
-        doc = self.texts.consumed
+        doc = self.texts.position
         sample = build_text_only(self.encode_text(self.texts.next())[: self.seq_len - 1], self.ids)
         sample.origin = {"text_doc": doc}
         return sample
@@ -292,14 +292,14 @@ class DatasetSpec:
 
 class BlendStream:
     """Samples drawn from several datasets by weight (deterministically from the seed); the task weights
-    apply within each dataset, and text-only samples share one text corpus."""
+    apply within each dataset, and text-only samples share one text corpus (this reader's share of it)."""
 
     def __init__(self, datasets: Sequence[DatasetSpec], *, rank: int, world: int, seed: int,
                  text_corpus: Sequence[str] = (), listings: Optional[Sequence[dict]] = None, **stream_args):
         """`listings`: per dataset, {"shards": ..., "owners": ...} already read (else each stream reads them)."""
         self.rank, self.world, self.seed = rank, world, seed
         self.specs = list(datasets)
-        self.texts = TextDocuments(text_corpus) if text_corpus else None
+        self.texts = TextDocuments(text_corpus, reader=rank, readers=world) if text_corpus else None
         self.streams = [PretrainStream(spec.url, rank=rank, world=world, seed=dataset_seed(seed, i), texts=self.texts,
                                        **{**stream_args, **shared}) for i, (spec, shared) in
                         enumerate(zip(self.specs, listings or [{}] * len(self.specs)))]
@@ -309,6 +309,7 @@ class BlendStream:
 
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "text_docs": self.texts.consumed if self.texts else 0,
+                "text_start": self.texts.start if self.texts else 0,
                 "datasets": [stream.state().to_dict() for stream in self.streams]}
 
     def load_state(self, state: Optional[dict]) -> None:
@@ -323,7 +324,7 @@ class BlendStream:
         if state.get("rng") is not None:
             self.rng.bit_generator.state = state["rng"]
         if self.texts:
-            self.texts.seek(state["text_docs"])
+            self.texts.seek(state["text_docs"], state.get("text_start", 0))  # checkpoints before dealing: 0
         for stream, saved in zip(self.streams, state["datasets"]):
             stream.load_state(StreamState(**saved))
 

@@ -1,4 +1,5 @@
-"""The text corpus of the text-only task: documents from jsonl, parquet or plain-text files, endless."""
+"""The text corpus of the text-only task: documents from jsonl, parquet or plain-text files, endless, dealt
+across the readers (data-parallel ranks x loader workers) so that no two read the same document."""
 from __future__ import annotations
 
 import json
@@ -28,27 +29,34 @@ def iter_text_corpus(paths: Sequence[str]) -> Iterator[str]:
 
 
 class TextDocuments:
-    """The text corpus as an endless sequence (it repeats when exhausted); `consumed` is its state."""
+    """One reader's share of the text corpus, read as an endless sequence (it repeats when exhausted): of the
+    documents from position `start` on, every `readers`-th, from the `reader`-th. Its state is (`start`,
+    `consumed`: how many it has read); `position` is the next document's place in the whole sequence."""
 
-    def __init__(self, paths: Sequence[str]):
-        self.paths, self.consumed, self._docs = list(paths), 0, None
+    def __init__(self, paths: Sequence[str], reader: int = 0, readers: int = 1):
+        self.paths, self.reader, self.readers = list(paths), reader, readers
+        self.start, self.consumed, self._docs = 0, 0, None
 
-    def seek(self, consumed: int) -> None:
-        self.consumed, self._docs = consumed, None
+    @property
+    def position(self) -> int:
+        return self.start + self.reader + self.consumed * self.readers
+
+    def seek(self, consumed: int, start: int = 0) -> None:
+        self.start, self.consumed, self._docs = start, consumed, None
 
     def next(self) -> str:
         if self._docs is None:
-            self._docs = self._from(self.consumed)
+            self._docs = self._from(self.position)
         self.consumed += 1
         return next(self._docs)
 
-    def _from(self, skip: int) -> Iterator[str]:
+    def _from(self, first: int) -> Iterator[str]:
         seen = 0
         while True:
-            start = seen
+            before = seen
             for doc in iter_text_corpus(self.paths):
-                if seen >= skip:
+                if seen >= first and (seen - first) % self.readers == 0:
                     yield doc
                 seen += 1
-            if seen == start:
+            if seen == before:
                 raise DataError(f"the text corpus {self.paths} holds no documents")

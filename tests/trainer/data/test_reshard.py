@@ -1,5 +1,6 @@
 """Blends and resuming on another reader count, on real shards: draws follow the weights, and over every
-epoch each segment is trained on exactly once whatever the reader counts before and after."""
+epoch each segment is trained on exactly once whatever the reader counts before and after; no text document
+is read twice."""
 import shutil
 from collections import Counter
 
@@ -17,12 +18,15 @@ def all_keys(dataset) -> list[str]:
     return read_manifest(DatasetLayout.of(str(dataset)), columns=["key"]).column("key").to_pylist()
 
 
-def consume(loaders, batches_each, trained):
-    """Batches from each reader in turn; `trained` collects (dataset, epoch, key) of every segment."""
+def consume(loaders, batches_each, trained, texts=None):
+    """Batches from each reader in turn; `trained` collects (dataset, epoch, key) of every segment, `texts` the
+    places in the text corpus (read endlessly) of the text-only samples."""
     for _ in range(batches_each):
         for reader in loaders:
             for origin in reader.next_batch().origins:
                 trained += [(origin["dataset"], origin["epoch"], key) for key in origin.get("keys", [])]
+                if texts is not None and "text_doc" in origin:
+                    texts.append(origin["text_doc"])
 
 
 def settled_epochs(reader, dataset=0) -> int:
@@ -46,13 +50,15 @@ def resharded(inputs, loaders, readers, salt, datasets=None):
 
 def test_two_readers_to_three_to_one_train_every_segment_once_per_epoch(training_inputs):
     trained: list = []
+    texts: list = []
     two = [loader(training_inputs, rank=r, world=2) for r in range(2)]
-    consume(two, 3, trained)
+    consume(two, 3, trained, texts)
     three = resharded(training_inputs, two, 3, salt=1)
-    consume(three, 1, trained)  # still on the queues when they are dealt again
+    consume(three, 1, trained, texts)  # still on the queues when they are dealt again
     assert any(r.stream.state()["datasets"][0]["queue"] for r in three)
     one = resharded(training_inputs, three, 1, salt=2)
-    consume(one, 25, trained)
+    consume(one, 25, trained, texts)
+    assert len(texts) > 10 and len(set(texts)) == len(texts)  # dealt across readers, before and after each reshard
     finished = settled_epochs(one[0])
     assert finished >= 2  # epochs 0 and 1 were in flight across both reshards
     keys = sorted(all_keys(training_inputs["dataset"]))
