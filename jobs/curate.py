@@ -18,7 +18,7 @@ import dataclasses
 import sys
 import time
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from jobs.cli import ConfigError, parse_job_args
 from jobs.curate_checks import validate
@@ -117,15 +117,17 @@ def main(cfg: CurateConfig) -> int:
                   lambda totals: write_dataset_info(layout, config, models, totals), error)
 
 
-def follow(outcomes: Iterator[RecordingOutcome], summary: CurationSummary, record: Callable[[dict], None],
+def follow(outcomes: Iterator[Optional[RecordingOutcome]], summary: CurationSummary, record: Callable[[dict], None],
            error: Callable[[str], None]) -> int:
-    """Tally a job's outcomes, a progress line every PROGRESS_EVERY_SECONDS, and `record` the summary in
-    dataset.json at the end (totals over every committed manifest) or when the job stops. The exit status:
-    0; 3 when the cluster cannot hold the pools; 2 when a stage's actors cannot start."""
+    """Tally a job's outcomes, a progress line every PROGRESS_EVERY_SECONDS (also while none arrives: a None
+    says the stream is still waiting), and `record` the summary in dataset.json at the end (totals over every
+    committed manifest) or when the job stops. The exit status: 0; 3 when the cluster cannot hold the pools;
+    2 when a stage's actors cannot start."""
     started = shown = time.perf_counter()
     try:
         for outcome in outcomes:
-            summary.add(outcome)
+            if outcome is not None:
+                summary.add(outcome)
             if time.perf_counter() - shown >= PROGRESS_EVERY_SECONDS:
                 shown = time.perf_counter()
                 print(summary.progress_line(shown - started), flush=True)

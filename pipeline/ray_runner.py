@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -250,9 +252,9 @@ class _WriteActor:
 
 
 def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
-                  pipeline: PipelineInfo, write: WriteSettings) -> Iterator[RecordingOutcome]:
+                  pipeline: PipelineInfo, write: WriteSettings) -> Iterator[Optional[RecordingOutcome]]:
     """Outcomes of written recordings as they finish, for `todo` = [(source, recording ids to skip)], in
-    any order; the writers commit everything before their outcomes arrive."""
+    any order (None while waiting: stream_works); the writers commit everything before their outcomes arrive."""
     decode_cfg, sample_rate, storage_options = cfg.decode, cfg.sample_rate, write.storage_options
 
     def decode(item: dict) -> Iterator[RecordingWork]:
@@ -264,10 +266,13 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
 
 
 def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[RecordingWork]], stages: list[StagePlan],
-                 pack: Callable[[RecordingWork], object], write: WriteSettings) -> Iterator[RecordingOutcome]:
+                 pack: Callable[[RecordingWork], object], write: WriteSettings
+                 ) -> Iterator[Optional[RecordingOutcome]]:
     """The streaming job of any input: each item `expand`s into works (tasks), the model stages run as actor
     pools, `pack` turns a finished work into a PackedRecording (tasks), the writers commit. `cfg` holds `ray`,
-    `resources` (decode, pack, write and the stages') and `pools()` (the curation config, or prepare_sft's)."""
+    `resources` (decode, pack, write and the stages') and `pools()` (the curation config, or prepare_sft's).
+    None every WAITING_TICK_SECONDS without an outcome (actors loading their models, a long recording), so
+    that the driver can show the job is alive."""
     import ray
 
     if not items:
@@ -318,5 +323,37 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
     writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
     ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="numpy",
                         compute=actor_pool(w), num_cpus=w.num_cpus, **declared_memory(w))
-    for row in ds.iter_rows():
-        yield pickle.loads(row["outcome"])
+    for row in with_ticks(ds.iter_rows(), WAITING_TICK_SECONDS):
+        yield None if row is None else pickle.loads(row["outcome"])
+
+
+WAITING_TICK_SECONDS = 2.0
+
+
+def with_ticks(items: Iterator, every: float) -> Iterator:
+    """`items`, driven by a thread of their own, with None whenever `every` seconds pass without one. An
+    exception they raise is raised here. Ray is started before, in the main thread: `ray.init` installs its
+    SIGTERM handler there only."""
+    arrived: queue.Queue = queue.Queue()
+    end = object()
+
+    def drive() -> None:
+        try:
+            for item in items:
+                arrived.put((item, None))
+            arrived.put((end, None))
+        except BaseException as e:  # noqa: BLE001 (handed over, raised in the consumer)
+            arrived.put((end, e))
+
+    threading.Thread(target=drive, name="outcomes", daemon=True).start()
+    while True:
+        try:
+            item, error = arrived.get(timeout=every)
+        except queue.Empty:
+            yield None
+            continue
+        if error is not None:
+            raise error
+        if item is end:
+            return
+        yield item

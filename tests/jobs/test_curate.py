@@ -21,7 +21,9 @@ from pipeline.shards import DatasetLayout, iter_samples
 from pipeline.shards.manifest import read_failed, read_manifest, read_rejected
 from pipeline.shards.schema import printable, recording_id_for
 from pipeline.shards.verify import verify_dataset
+from jobs import curate
 from jobs.build_models import curate_overrides
+from pipeline.summary import CurationSummary
 from pipeline.synthetic import make_dialog
 from tests.jobs.conftest import DIALOG_LINES, REPO, VENV_BIN, ray_env, write_silence
 
@@ -461,3 +463,12 @@ def test_config_hash_covers_what_changes_the_data():
                        "ray.input_blocks=7", "retry_failed=true") == same
     assert config_hash("diarize.cluster_merge_threshold=0.7") != same
     assert config_hash("transcribe.model=other-model") != same
+
+
+def test_a_job_waiting_for_its_first_outcome_still_shows_progress(monkeypatch, capsys):
+    # the stream says None while nothing finishes (the demo's actors load their models for over a minute)
+    monkeypatch.setattr(curate, "PROGRESS_EVERY_SECONDS", 0.0)
+    assert curate.follow(iter([None, None]), CurationSummary(inputs=1, skipped_done=0), lambda totals: None,
+                         print) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("curate: 0 recording(s) done (none yet)") for line in lines) == 2

@@ -1,10 +1,13 @@
 """How audio travels between the Ray stages: 16-bit PCM on libsndfile's scale, so what pack encodes from the
-PCM is byte for byte the FLAC of the float audio the stages saw, and unchanged audio keeps its PCM."""
+PCM is byte for byte the FLAC of the float audio the stages saw, and unchanged audio keeps its PCM. How the
+outcomes reach the driver: with ticks while none arrives."""
+import time
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
-from pipeline.ray_runner import _StageActor, from_pcm16, from_row, to_batch, to_pcm16
+from pipeline.ray_runner import _StageActor, from_pcm16, from_row, to_batch, to_pcm16, with_ticks
 from pipeline.shards.codec import encode_flac
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork
@@ -39,3 +42,21 @@ def test_a_stage_hands_on_the_pcm_of_audio_it_did_not_change():
     assert np.array_equal(out["enhanced"][0], to_pcm16(from_pcm16(pcm) * 0.5))  # new audio converted
     work = from_row(out["work"][0], out["audio"][0], out["enhanced"][0], as_pcm=True)
     assert work.audio is out["audio"][0] and work.enhanced.dtype == np.int16  # pack gets the PCM itself
+
+
+def slow(items, seconds):
+    for item in items:
+        time.sleep(seconds)
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def test_waiting_for_an_outcome_ticks_and_a_failure_is_raised_to_the_consumer():
+    got = list(with_ticks(slow(["a", "b"], 0.25), every=0.1))
+    assert [item for item in got if item is not None] == ["a", "b"]
+    assert got.count(None) >= 2 and got[-1] == "b"  # ticks while each one was on its way, none after the end
+    ticks = with_ticks(slow(["a", ValueError("stage down")], 0.05), every=1.0)
+    assert next(ticks) == "a"
+    with pytest.raises(ValueError, match="stage down"):
+        next(ticks)
