@@ -40,9 +40,11 @@ class CurationSummary:
     def progress_line(self, elapsed_seconds: float) -> str:
         """One line of how far the job has come, for the console while it runs."""
         done = sum(self.recordings.values())
+        if not done:  # the stages' actors are still loading their models, or the first recordings are long
+            return f"{self.job}: no recording finished yet, {elapsed_seconds:.0f} s"
         counts = ", ".join(f"{self.recordings[k]} {k}" for k in ("committed", "rejected", "failed")
                            if self.recordings[k])
-        return (f"{self.job}: {done} recording(s) done ({counts or 'none yet'}), "
+        return (f"{self.job}: {done} recording(s) done ({counts}), "
                 f"{self.hours_in * 60:.1f} min of audio, "
                 f"{self.segments} segments kept, {elapsed_seconds:.0f} s")
 
