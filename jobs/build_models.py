@@ -244,12 +244,12 @@ def build_paraformer_tiny(out: Path, seed: int = 0) -> Path:
         "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
                             "tokenizer_conf": {"token_list": "tokens.json"}, "frontend_conf": {"cmvn_file": "am.mvn"}},
     }, indent=2))
-    from funasr import AutoModel
-
     from pipeline.stages.transcribe import funasr_quietly
 
     torch.manual_seed(seed)
     with funasr_quietly():
+        from funasr import AutoModel
+
         model = AutoModel(model=str(tmp), device="cpu", disable_update=True, disable_log=True).model
     with torch.no_grad():
         fire = model.predictor.cif_output

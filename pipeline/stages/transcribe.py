@@ -102,19 +102,20 @@ TRANSCRIBE_RESOURCES = PoolResources(concurrency=(1, 32), num_cpus=2, num_gpus=1
 def load_paraformer(model: str, device: str, threads: int):
     """FunASR's AutoModel on a paraformer-zh folder (config.yaml, model.pt, tokens.json, am.mvn) or hub id.
     `ncpu` matters: FunASR sets torch's thread count for the whole process to it (default 4)."""
-    from funasr import AutoModel
-
     with funasr_quietly():
+        from funasr import AutoModel
+
         return AutoModel(model=model, device=device, ncpu=threads, disable_update=True, disable_log=True,
                          disable_pbar=True)
 
 
 @contextlib.contextmanager
 def funasr_quietly() -> Iterator[None]:
-    """Around FunASR's `AutoModel(...)`, which prints its version and calls `logging.basicConfig(level=INFO)`:
-    that would send every library's INFO to the console from then on (matplotlib's, in `audiomill-shards
-    plot`). Its routine notices ("download models from model hub", "trust_remote_code: False") go to the
-    root logger; errors still show, and the root logger's level and handlers are restored afterwards."""
+    """Around FunASR's import and `AutoModel(...)`: the import calls `logging.basicConfig(level=INFO)` (from
+    `funasr.bin.realtime_ws`) and the loader does again and prints its version, which would send every
+    library's INFO to the console from then on (matplotlib's, in `audiomill-shards plot`). Its routine
+    notices ("download models from model hub", "trust_remote_code: False") go to the root logger; errors
+    still show, and the root logger's level and handlers are restored afterwards."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)
