@@ -36,7 +36,7 @@ from jobs.build_models import curate_overrides, model_folders
 from jobs.cli import load_settings
 from pipeline.config import CurateConfig
 from pipeline.capacity import StageCost, balance_node
-from pipeline.ray_runner import init_ray
+from pipeline.ray_runner import init_ray, task_threads
 from pipeline.shards import DatasetLayout
 from pipeline.synthetic import make_dialog
 
@@ -184,6 +184,13 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
     # paid once per job, the rate below per hour of audio. The median of three: one run varies by 20%.
     runs = [run_job(long_wav.parent, workdir / f"long_out_{i}", models, LONG_INPUT) for i in range(3)]
     warm, summary = sorted(runs, key=lambda run: run[0])[1]
+    # the same with the decode tasks given this node's CPUs less the writer's, as a model-free job would be
+    # configured here (the demo config keeps them for the model pools): pack then runs a session per CPU
+    demo = load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=x", "output=x"])
+    writer_cpus = demo.resources.write.num_cpus
+    sized = [*LONG_INPUT, f"resources.decode.num_cpus={cores - writer_cpus:g}"]
+    sized_runs = [run_job(long_wav.parent, workdir / f"long_out_sized_{i}", models, sized)[0] for i in range(3)]
+    sized_warm = sorted(sized_runs)[1]
     bare = bare_decode_seconds(long_wav, "torchcodec")
     bare_native = bare_decode_seconds(long_wav, "libsndfile")
     print(f"\noverhead path (model stages off) on {long_hours:g} h, {cores} cores:")
@@ -196,6 +203,9 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
           f"pipeline / bare decode = {bare / warm:.2f} (target >= 0.25)")
     print(f"  bare libsndfile read of it (what decode uses for mono WAV/FLAC at 16 kHz): "
           f"{long_seconds / bare_native:.0f}x real time; pipeline / that = {bare_native / warm:.2f}")
+    print(f"  with resources.decode.num_cpus={cores - writer_cpus:g} (a model-free job's sizing here: pack on "
+          f"{task_threads(cores - writer_cpus)} threads), median of {', '.join(f'{w:.1f}' for w in sized_runs)} s: "
+          f"{long_seconds / sized_warm:.0f}x real time; pipeline / bare decode = {bare / sized_warm:.2f}")
     for stage, stage_seconds in summary["stage_seconds"].items():
         print(f"  {stage:<12} {stage_seconds:7.1f} s   {long_seconds / max(stage_seconds, 1e-9):8.0f}x real time")
     print(f"  peak memory (driver + Ray workers, PSS): {memory.peak / 2**30:.2f} GiB (target < 4 GiB)")

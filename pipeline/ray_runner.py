@@ -17,6 +17,8 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import takewhile
@@ -298,15 +300,21 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
     def pack_row(row: dict) -> dict:
         return packed_row(from_row(row["work"], row["audio"], row["enhanced"], as_pcm=True))
 
+    # with no model stage left, the decode tasks pack too, sessions side by side on the CPUs a task holds
+    pack_threads = 1 if pooled else task_threads(cfg.resources.decode.num_cpus)
+
     def decode(item: dict) -> Iterator[dict]:
         # a generator: each session leaves the task as its own block before the next one is decoded
         built = [start_stage(plan.name, plan.make) for plan in in_task]
-        for work in expand(item):
+
+        def finish(work: RecordingWork) -> dict:
             for stage in built:
                 [work] = run_stage(stage, [work])
             # with no model stage left, pack here too, from 16-bit PCM as after the pools
-            yield to_row(work) if pooled else packed_row(replace(work, audio=pcm16_or_none(work.audio),
-                                                                 enhanced=pcm16_or_none(work.enhanced)))
+            return to_row(work) if pooled else packed_row(replace(work, audio=pcm16_or_none(work.audio),
+                                                                  enhanced=pcm16_or_none(work.enhanced)))
+
+        yield from in_order(finish, expand(item), pack_threads)
 
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), cfg.ray.input_blocks))
     ds = ds.flat_map(decode, num_cpus=cfg.resources.decode.num_cpus, **declared_memory(cfg.resources.decode))
@@ -328,6 +336,27 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
 
 
 WAITING_TICK_SECONDS = 2.0
+
+
+def task_threads(num_cpus: float) -> int:
+    """Threads for a task that holds `num_cpus`: its whole CPUs, to the nearest, at least one."""
+    return max(1, int(num_cpus + 0.5))
+
+
+def in_order(fn: Callable, items: Iterator, threads: int) -> Iterator:
+    """fn(item) for each item, in order, computed on `threads` threads with at most that many under way (so
+    at most that many items in memory besides the one being made); one thread: plainly, in this thread."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        under_way: deque = deque()
+        for item in items:
+            under_way.append(pool.submit(fn, item))
+            if len(under_way) >= threads:
+                yield under_way.popleft().result()
+        while under_way:
+            yield under_way.popleft().result()
 
 
 def with_ticks(items: Iterator, every: float) -> Iterator:

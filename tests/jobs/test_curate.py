@@ -252,9 +252,10 @@ MODEL_FREE = ["enhance.enabled=false", "diarize.backend=fixed", "transcribe.enab
 
 
 def test_model_free_curation_packs_in_the_decode_tasks(ray_cluster, spoken_inputs, offline_models, tmp_path):
-    """With no model stage, fixed windows and pack run in the decode tasks (no pool of their own): the shards
-    hold byte for byte the FLAC the stage functions give in one process, for files split into 6 s sessions,
-    read by libsndfile (16 kHz mono WAV) or by FFmpeg (a 44.1 kHz stereo FLAC, resampled and downmixed)."""
+    """With no model stage, fixed windows and pack run in the decode tasks (no pool of their own; a task that
+    holds 1.5 CPUs packs two sessions at a time): the shards hold byte for byte the FLAC the stage functions
+    give in one process, for files split into 6 s sessions, read by libsndfile (16 kHz mono WAV) or by FFmpeg
+    (a 44.1 kHz stereo FLAC, resampled and downmixed)."""
     from jobs.cli import load_settings
     from pipeline.config import CurateConfig
     from pipeline.shards import PipelineInfo
@@ -271,7 +272,8 @@ def test_model_free_curation_packs_in_the_decode_tasks(ray_cluster, spoken_input
         shutil.copy(path, inputs)
     subprocess.run(["sox", str(path), "-r", "44100", "-c", "2", str(inputs / "stereo-44k.flac")], check=True)
     dataset = tmp_path / "model-free"
-    result = run_curate(ray_cluster, *curate_args(inputs, dataset, offline_models, *MODEL_FREE))
+    result = run_curate(ray_cluster, *curate_args(inputs, dataset, offline_models, *MODEL_FREE,
+                                                  "resources.decode.num_cpus=1.5"))
     assert result.returncode == 0, result.stderr[-3000:]
 
     cfg = load_settings(CurateConfig, "configs/curate/demo.yaml", ["input=x", "output=x", *MODEL_FREE])

@@ -1,13 +1,16 @@
 """How audio travels between the Ray stages: 16-bit PCM on libsndfile's scale, so what pack encodes from the
 PCM is byte for byte the FLAC of the float audio the stages saw, and unchanged audio keeps its PCM. How the
 outcomes reach the driver: with ticks while none arrives."""
+import threading
 import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from pipeline.ray_runner import _StageActor, from_pcm16, from_row, to_batch, to_pcm16, with_ticks
+from pipeline.ray_runner import (
+    _StageActor, from_pcm16, from_row, in_order, task_threads, to_batch, to_pcm16, with_ticks,
+)
 from pipeline.shards.codec import encode_flac
 from pipeline.stages.base import Stage
 from pipeline.stages.work import RecordingWork
@@ -60,3 +63,29 @@ def test_waiting_for_an_outcome_ticks_and_a_failure_is_raised_to_the_consumer():
     assert next(ticks) == "a"
     with pytest.raises(ValueError, match="stage down"):
         next(ticks)
+
+
+def test_sessions_made_side_by_side_leave_in_order_with_a_bounded_number_under_way():
+    made, under_way, most, lock = [], 0, 0, threading.Lock()
+
+    def sessions():
+        for i in range(7):
+            made.append(i)
+            yield i
+
+    def pack(i):
+        nonlocal under_way, most
+        with lock:
+            under_way += 1
+            most = max(most, under_way)
+        time.sleep(0.05 * (i % 3 == 0))  # some finish out of order
+        with lock:
+            under_way -= 1
+        return i * 10
+
+    done = []
+    for result in in_order(pack, sessions(), threads=3):
+        assert len(made) - len(done) <= 3  # at most `threads` sessions made and not yet handed on
+        done.append(result)
+    assert done == [i * 10 for i in range(7)] and 1 < most <= 3
+    assert [task_threads(c) for c in (0.125, 1, 1.5, 1.875, 4)] == [1, 1, 2, 2, 4]
