@@ -56,7 +56,8 @@ def slow(items, seconds):
 
 
 def test_waiting_for_an_outcome_ticks_and_a_failure_is_raised_to_the_consumer():
-    got = list(with_ticks(slow(["a", "b"], 0.25), every=0.1))
+    # ticks every 0.2 s: the end arrives right after "b", with 0.2 s to spare for a loaded machine's scheduler
+    got = list(with_ticks(slow(["a", "b"], 0.5), every=0.2))
     assert [item for item in got if item is not None] == ["a", "b"]
     assert got.count(None) >= 2 and got[-1] == "b"  # ticks while each one was on its way, none after the end
     ticks = with_ticks(slow(["a", ValueError("stage down")], 0.05), every=1.0)
