@@ -5,8 +5,8 @@ overhead with the model stages off, peak memory on a 2-hour input, and the write
                            [--no-storage] [--node cpus=128,gpus=8]
 
 Figures are printed against references measured in the same run: real time (1x), a bare torchcodec
-decode of the same inputs (and a bare libsndfile read, which decode uses for mono WAV/FLAC at the working
-rate), one writer against two, a local directory against a local S3 server.
+decode of the same inputs (and the decode stage's own read of them alone: libsndfile, for mono WAV/FLAC at the
+working rate), one writer against two, a local directory against a local S3 server.
 Targets: overhead path >= 200x real time per core (issue 3) and >= 0.25 of the bare decode (issue 17);
 peak memory on the 2-hour input < 4 GiB; bytes reaching the driver < 1% of the bytes committed; 2 writers
 >= 1.6x one; the overhead path writing to S3 >= 0.7x writing to a local directory (issue 11).
@@ -34,6 +34,7 @@ from bench.local_s3 import start_local_s3
 from jobs import curate
 from jobs.build_models import curate_overrides, model_folders
 from jobs.cli import load_settings
+from pipeline.audio import AudioFile
 from pipeline.config import CurateConfig
 from pipeline.capacity import StageCost, balance_node
 from pipeline.ray_runner import init_ray, task_threads
@@ -201,7 +202,7 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
           f"{long_seconds / warm / cores:.0f}x per core (target >= 200x)")
     print(f"  bare torchcodec decode of the same file: {long_seconds / bare:.0f}x real time; "
           f"pipeline / bare decode = {bare / warm:.2f} (target >= 0.25)")
-    print(f"  bare libsndfile read of it (what decode uses for mono WAV/FLAC at 16 kHz): "
+    print(f"  the decode stage's read of it alone (libsndfile, for mono WAV/FLAC at 16 kHz): "
           f"{long_seconds / bare_native:.0f}x real time; pipeline / that = {bare_native / warm:.2f}")
     print(f"  with resources.decode.num_cpus={cores - writer_cpus:g} (a model-free job's sizing here: pack on "
           f"{task_threads(cores - writer_cpus)} threads), median of {', '.join(f'{w:.1f}' for w in sized_runs)} s: "
@@ -215,10 +216,11 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
 
 
 def bare_decode_seconds(path: Path, library: str) -> float:
-    """The reference: the file to 16 kHz mono float32 with nothing else, warm (imported, file cached)."""
+    """The reference: the file to 16 kHz mono float32 with nothing else, warm (imported, file cached);
+    `libsndfile`: the way the decode stage reads a mono WAV/FLAC at the working rate."""
     def decode():
         if library == "libsndfile":
-            return sf.read(path, dtype="float32")[0]
+            return AudioFile(str(path), 16000).read(0.0, None)
         from torchcodec.decoders import AudioDecoder
 
         return AudioDecoder(str(path), sample_rate=16000, num_channels=1).get_all_samples().data.numpy()
