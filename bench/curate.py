@@ -36,8 +36,8 @@ from jobs.build_models import curate_overrides, model_folders
 from jobs.cli import load_settings
 from pipeline.audio import AudioFile
 from pipeline.config import CurateConfig
-from pipeline.capacity import StageCost, balance_node
-from pipeline.ray_runner import init_ray, task_threads
+from pipeline.capacity import StageCost, balance_node, task_threads
+from pipeline.ray_runner import init_ray
 from pipeline.shards import DatasetLayout
 from pipeline.synthetic import make_dialog
 

@@ -26,6 +26,7 @@ from pipeline import __version__
 from pipeline.config import CurateConfig, provenance_settings
 from pipeline.inputs import InputError, list_inputs
 from pipeline.ledger import done_recordings
+from pipeline.capacity import task_threads
 from pipeline.ray_runner import SchedulingError, StagePlan, curate_stream
 from pipeline.shards import DatasetError, DatasetLayout, PipelineInfo
 from pipeline.shards.writer import write_dataset_info
@@ -53,7 +54,7 @@ def stage_plans(cfg: CurateConfig) -> list[StagePlan]:
     if cfg.transcribe.enabled:
         plans.append(StagePlan("transcribe", partial(TranscribeStage, cfg.transcribe), r.transcribe))
     if cfg.quality.enabled:
-        threads = max(1, int(r.quality.num_cpus))  # DNSMOS's onnxruntime threads: the CPUs the actor holds
+        threads = task_threads(r.quality.num_cpus)  # DNSMOS's onnxruntime threads: the CPUs the actor holds
         plans.append(StagePlan("quality", partial(QualityStage, cfg.quality, cfg.diarize.vad, sample_rate, threads),
                                r.quality))
     if cfg.tokenize.enabled:

@@ -17,6 +17,12 @@ from typing import Any
 _EPSILON = 1e-9  # fractional CPUs add up with rounding error
 
 
+def task_threads(num_cpus: float) -> int:
+    """Threads for a task or actor that holds `num_cpus` (pack in the decode tasks, DNSMOS's onnxruntime):
+    its whole CPUs, to the nearest, at least one."""
+    return max(1, int(num_cpus + 0.5))
+
+
 @dataclass(frozen=True)
 class TaskResources:
     """What each Ray task of a CPU stage (decode, pack) holds: CPUs and declared memory (MB, 0: undeclared)."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from pipeline.capacity import (
-    PoolResources, cluster_nodes, memory_bytes, pool_bounds, stage_demands, unschedulable,
+    PoolResources, cluster_nodes, memory_bytes, pool_bounds, stage_demands, task_threads, unschedulable,
 )
 from pipeline.shards.schema import PipelineInfo
 from pipeline.stages.base import Stage, run_stage
@@ -336,11 +336,6 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
 
 
 WAITING_TICK_SECONDS = 2.0
-
-
-def task_threads(num_cpus: float) -> int:
-    """Threads for a task that holds `num_cpus`: its whole CPUs, to the nearest, at least one."""
-    return max(1, int(num_cpus + 0.5))
 
 
 def in_order(fn: Callable, items: Iterator, threads: int) -> Iterator:

@@ -1,7 +1,7 @@
 """Sizing a node from per-stage costs: which resource and stage bound it, and pools that keep pace."""
 import pytest
 
-from pipeline.capacity import StageCost, balance_node
+from pipeline.capacity import StageCost, balance_node, task_threads
 
 # seconds per audio-hour of one actor, and what each actor holds (a made-up but plausible node)
 COSTS = [StageCost("decode", 20, 1), StageCost("enhance", 60, 2, 1), StageCost("transcribe", 120, 2, 1),
@@ -43,3 +43,8 @@ def test_pack_holds_cpus_only_where_it_runs_as_its_own_tasks():
                           "quality.enabled=false", "tokenize.enabled=false", "resources.decode.num_cpus=1.875")
     assert model_free == {"write": 0.125, "decode": 1.875}
     assert demanded()["pack"] == 0.125  # after the model pools, pack is a pool of tasks of its own
+
+
+def test_a_task_or_actor_runs_one_thread_per_cpu_it_holds_to_the_nearest():
+    # pack threads in a decode task and DNSMOS's onnxruntime threads follow the same rule
+    assert [task_threads(c) for c in (0.125, 1, 1.5, 1.875, 2.5, 4)] == [1, 1, 2, 2, 3, 4]

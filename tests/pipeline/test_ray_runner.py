@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.ray_runner import (
-    _StageActor, from_pcm16, from_row, in_order, task_threads, to_batch, to_pcm16, with_ticks,
+    _StageActor, from_pcm16, from_row, in_order, to_batch, to_pcm16, with_ticks,
 )
 from pipeline.shards.codec import encode_flac
 from pipeline.stages.base import Stage
@@ -89,4 +89,3 @@ def test_sessions_made_side_by_side_leave_in_order_with_a_bounded_number_under_w
         assert len(made) - len(done) <= 3  # at most `threads` sessions made and not yet handed on
         done.append(result)
     assert done == [i * 10 for i in range(7)] and 1 < most <= 3
-    assert [task_threads(c) for c in (0.125, 1, 1.5, 1.875, 4)] == [1, 1, 2, 2, 4]
