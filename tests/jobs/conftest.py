@@ -66,13 +66,22 @@ def ray_cluster(tmp_path_factory, s3_server):
 
 
 def stop_processes_under(temp: Path) -> None:
-    """Stop the cluster this fixture started, and only it: `ray stop` would stop every Ray on the machine."""
+    """Stop the cluster this fixture started, and only it: `ray stop` would stop every Ray on the machine.
+    Its processes name the temp dir on their command line or hold a log file in it: the dashboard and
+    runtime-env agents rename themselves (`ray::DashboardAgent`), and the client server does not name it."""
     import psutil
 
-    ours = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+    def started_here(p: psutil.Process) -> bool:
+        try:
+            return (str(temp) in " ".join(p.cmdline())
+                    or any(f.path.startswith(str(temp)) for f in p.open_files()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    ours = [p for p in psutil.process_iter() if started_here(p)]
     for p in ours:
         p.terminate()
-    _, alive = psutil.wait_procs(ours, timeout=20)
+    _, alive = psutil.wait_procs(ours, timeout=10)  # the agents outlive a SIGTERM once their raylet is gone
     for p in alive:
         p.kill()
 
