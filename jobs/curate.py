@@ -23,10 +23,10 @@ from typing import Callable, Iterator, Optional
 from jobs.cli import ConfigError, parse_job_args
 from jobs.curate_checks import validate
 from pipeline import __version__
+from pipeline.capacity import task_threads
 from pipeline.config import CurateConfig, provenance_settings
 from pipeline.inputs import InputError, list_inputs
 from pipeline.ledger import done_recordings
-from pipeline.capacity import task_threads
 from pipeline.ray_runner import SchedulingError, StagePlan, curate_stream
 from pipeline.shards import DatasetError, DatasetLayout, PipelineInfo
 from pipeline.shards.writer import write_dataset_info
