@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -101,7 +102,13 @@ def decode_audio_file(source: str, sample_rate: int) -> DecodedAudio:
 # PCM is read as integers and scaled here: libsndfile's own conversion to float takes 3x as long, and a
 # power-of-two scale gives the same floats exactly. Its samples are finite by construction.
 _NATIVE_FORMATS = {"WAV", "WAVEX", "FLAC"}
-_NATIVE_READ = {"PCM_16": ("int16", 2.0 ** -15), "PCM_24": ("int32", 2.0 ** -31), "FLOAT": ("float32", None)}
+class _NativeRead(NamedTuple):
+    dtype: str  # what libsndfile reads into
+    scale: Optional[float]  # to float32 (None: floats as stored)
+
+
+_NATIVE_READ = {"PCM_16": _NativeRead("int16", 2.0 ** -15), "PCM_24": _NativeRead("int32", 2.0 ** -31),
+                "FLOAT": _NativeRead("float32", None)}
 _NATIVE_BLOCK = 1 << 20  # samples read and scaled per step: no full-length integer copy of an hour
 
 
@@ -164,7 +171,7 @@ class AudioFile:
                     return np.zeros(0, dtype=np.float32)
                 raise DecodeError(f"FFmpeg cannot decode it: {str(e).splitlines()[0]}") from None
             audio = samples.data.numpy()[0].astype(np.float32, copy=False)
-        if self.native_read is not None and self.native_read[1] is not None:
+        if self.native and self.native_read.scale is not None:
             return audio  # scaled integer PCM
         if not np.isfinite(audio).all():
             raise DecodeError(f"{int((~np.isfinite(audio)).sum())} samples are NaN or infinite")
@@ -183,9 +190,7 @@ class AudioFile:
                 f.seek(first)
                 wanted = f.frames - first if last is None else max(0, min(last, f.frames) - first)
                 dtype, scale = self.native_read
-                if scale is None:
-                    return f.read(wanted, dtype=dtype)
-                return _scaled_blocks(f, wanted, dtype, scale)
+                return f.read(wanted, dtype=dtype) if scale is None else _scaled_blocks(f, wanted, dtype, scale)
         except sf.LibsndfileError as e:
             raise DecodeError(f"libsndfile cannot read it: {e}") from None
 
