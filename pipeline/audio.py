@@ -102,6 +102,8 @@ def decode_audio_file(source: str, sample_rate: int) -> DecodedAudio:
 # PCM is read as integers and scaled here: libsndfile's own conversion to float takes 3x as long, and a
 # power-of-two scale gives the same floats exactly. Its samples are finite by construction.
 _NATIVE_FORMATS = {"WAV", "WAVEX", "FLAC"}
+
+
 class _NativeRead(NamedTuple):
     dtype: str  # what libsndfile reads into
     scale: Optional[float]  # to float32 (None: floats as stored)
