@@ -15,7 +15,6 @@ states [S, B, H] for the next.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -23,6 +22,7 @@ from megatron.core.transformer.module import MegatronModule
 from torch import Tensor, nn
 
 from model.config import KimiAudioConfig
+from model.losses import LossTargets, ModelOutput, masked_mean
 from model.specs import layer_spec
 
 
@@ -43,32 +43,6 @@ class AudioAdaptor(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.layers(features)
-
-
-@dataclass
-class LossTargets:
-    """Next-token targets of both heads, [batch, sequence]; masks say where each head's loss counts."""
-    audio_labels: Tensor
-    text_labels: Tensor
-    audio_loss_mask: Tensor
-    text_loss_mask: Tensor
-
-
-@dataclass
-class ModelOutput:
-    audio_logits: Optional[Tensor] = None     # [B, S, vocab] (gathered over tensor-parallel ranks)
-    text_logits: Optional[Tensor] = None
-    audio_token_loss: Optional[Tensor] = None  # [B, S] cross-entropy per position (unmasked)
-    text_token_loss: Optional[Tensor] = None
-    audio_loss: Optional[Tensor] = None        # masked means, as the released fine-tuning code
-    text_loss: Optional[Tensor] = None
-    loss: Optional[Tensor] = None
-
-
-def masked_mean(token_loss: Tensor, mask: Tensor) -> Tensor:
-    """sum(loss * mask) / (sum(mask) + 1e-4): the released code's normalisation (facts B7)."""
-    mask = mask.to(token_loss.dtype)
-    return (token_loss * mask).sum() / (mask.sum() + 1e-4)
 
 
 def causal_mask(seq_len: int, device) -> Tensor:

@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from model.checkpoint import save_checkpoint
 from model.parallel import barrier, is_rank0
 
 
@@ -36,7 +35,11 @@ def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
 def save_training_checkpoint(run_dir: str | Path, step: int, model, training, loader_state: dict, dp_rank: int,
                              keeps_loader_state: bool, trainer_state: dict, keep: int) -> Path:
     """Every rank calls this at the same step; one rank of each data-parallel index writes its loader state."""
+    # imported here: a job that only checks its config, and the helper process megatron's writer spawns (it
+    # re-imports the job's __main__), never load megatron-core
     from megatron.core import dist_checkpointing
+
+    from model.checkpoint import save_checkpoint
 
     root = checkpoints_dir(run_dir)
     final = root / f"step-{step:08d}"

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from model.cpu_compat import cuda_tensors_on_cpu
-from model.kimi_audio import LossTargets, ModelOutput
+from model.losses import LossTargets, ModelOutput
 from trainer.data.packing import PackedBatch
 from trainer.data.tasks import TASKS
 

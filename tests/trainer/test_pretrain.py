@@ -275,9 +275,13 @@ def test_every_bad_training_setting_is_named_before_the_model_is_built(training_
     }
     for overrides, messages in cases.items():
         started = time.perf_counter()
-        result = subprocess.run([*base, *pretrain_overrides(training_inputs, tmp_path / "run", *overrides)], cwd=REPO,
+        # -X importtime lists every import on stderr: checking a config never loads megatron-core (nor does
+        # the helper process megatron's checkpoint writer spawns, which re-imports the job's module)
+        result = subprocess.run([sys.executable, "-X", "importtime", *base[1:],
+                                 *pretrain_overrides(training_inputs, tmp_path / "run", *overrides)], cwd=REPO,
                                 env=env(), capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "| trainer.checks" in result.stderr and "megatron" not in result.stderr
         ours = [line for line in result.stderr.splitlines() if line.startswith("pretrain: error: ")]
         assert len(ours) == len(messages) and all(any(m in line for line in ours) for m in messages), ours
         assert not (tmp_path / "run").exists()  # nothing was started
