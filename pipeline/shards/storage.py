@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from typing import IO, Callable, Iterator, Mapping, Optional
 
 TEMP_PREFIX = ".tmp-"
+# node-local staging: an object being uploaded, a remote input being decoded
+UPLOAD_PREFIX, INPUT_PREFIX = "audiomill-upload-", "audiomill-input-"
 
 
 class StorageError(Exception):
@@ -255,7 +257,7 @@ class ObjectStorage(Storage):
 
     @contextlib.contextmanager
     def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
-        with tempfile.TemporaryDirectory(prefix="audiomill-upload-") as staging:
+        with tempfile.TemporaryDirectory(prefix=staging_prefix(UPLOAD_PREFIX)) as staging:
             local = os.path.join(staging, "part")
             with open(local, "wb") as f:
                 yield f
@@ -296,7 +298,7 @@ def _object_storage(url: str, options: Optional[Mapping]) -> "ObjectStorage":
 def download_to_temp(url: str, options: Optional[Mapping] = None, chunk_bytes: int = 8 << 20) -> str:
     """Stream an object to a local temp file (memory: one chunk) and return its path; the caller removes it."""
     storage = storage_for(url, options)
-    fd, path = tempfile.mkstemp(prefix="audiomill-input-", suffix=os.path.splitext(url)[1][:16])
+    fd, path = tempfile.mkstemp(prefix=staging_prefix(INPUT_PREFIX), suffix=os.path.splitext(url)[1][:16])
     try:
         with os.fdopen(fd, "wb") as out, storage.open_read(storage.root) as src:
             shutil.copyfileobj(src, out, chunk_bytes)
@@ -304,3 +306,52 @@ def download_to_temp(url: str, options: Optional[Mapping] = None, chunk_bytes: i
         os.unlink(path)
         raise
     return path
+
+
+_swept = False  # this process has removed the dead processes' staging
+
+
+def staging_prefix(kind: str) -> str:
+    """`kind` + this process's PID namespace and PID: whose staging it is, once the process is gone. The
+    first call in a process removes what processes that died (SIGKILL, the OOM killer) left."""
+    global _swept
+    if not _swept:
+        _swept = True
+        remove_staging_of_dead_processes(tempfile.gettempdir())
+    return f"{kind}{_pid_namespace()}-{os.getpid()}-"
+
+
+def remove_staging_of_dead_processes(tempdir: str) -> list[str]:
+    """Remove the node-local staging (upload parts, input copies, up to a shard or a whole recording each)
+    of processes of this PID namespace that no longer run, so killed workers do not fill a node's temp
+    disk; returns what was removed. Another namespace's (a container sharing the disk) is not ours to judge."""
+    namespace, removed = _pid_namespace(), []
+    for entry in os.scandir(tempdir):
+        kind = next((k for k in (UPLOAD_PREFIX, INPUT_PREFIX) if entry.name.startswith(k)), None)
+        owner = entry.name[len(kind):].split("-", 2) if kind else []
+        if len(owner) < 3 or owner[0] != namespace or not owner[1].isdigit() or _running(int(owner[1])):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+        removed.append(entry.path)
+    return removed
+
+
+def _pid_namespace() -> str:
+    try:
+        return "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())  # "pid:[4026531836]"
+    except OSError:
+        return "0"  # no /proc (macOS): one namespace
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True

@@ -111,3 +111,26 @@ def test_inputs_on_s3_are_listed_from_a_prefix_a_glob_or_a_list_file(s3_server):
     assert list_inputs(wav, ["wav"]) == [wav]
     with pytest.raises(InputError, match="no object under it"):
         list_inputs(s3_server.url("empty"), ["wav"])
+
+
+def test_staging_left_by_killed_processes_is_removed_and_nobody_elses(tmp_path):
+    """A SIGKILLed uploader leaves its part on the node's temp disk; the next process to stage removes it,
+    and leaves running processes' staging, other PID namespaces' and foreign files alone."""
+    from pipeline.shards.storage import INPUT_PREFIX, UPLOAD_PREFIX, remove_staging_of_dead_processes, staging_prefix
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    ours = staging_prefix(UPLOAD_PREFIX)
+    namespace = ours[len(UPLOAD_PREFIX):].split("-")[0]
+    dead_part = tmp_path / f"{UPLOAD_PREFIX}{namespace}-{killed.pid}-x1"
+    dead_part.mkdir()
+    (dead_part / "part").write_bytes(b"half a shard")
+    dead_input = tmp_path / f"{INPUT_PREFIX}{namespace}-{killed.pid}-x2.flac"
+    dead_input.write_bytes(b"a remote input")
+    kept = [tmp_path / f"{ours}x3", tmp_path / f"{UPLOAD_PREFIX}1{namespace}-{killed.pid}-x4",
+            tmp_path / f"{UPLOAD_PREFIX}old", tmp_path / "unrelated"]
+    for path in kept:
+        path.mkdir()
+    assert sorted(remove_staging_of_dead_processes(str(tmp_path))) == sorted(map(str, (dead_part, dead_input)))
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
