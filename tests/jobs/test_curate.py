@@ -90,19 +90,16 @@ def upload_with_bad_inputs(folder: Path, url: str, scratch: Path) -> dict[str, s
     return expect
 
 
-@pytest.mark.parametrize("storage", ["local", "s3"])
-def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spoken_inputs, offline_models, tmp_path):
+def test_job_submitted_to_a_two_node_cluster(ray_cluster, s3_server, spoken_inputs, offline_models, tmp_path):
+    """`ray job submit` of the demo config: inputs listed from an S3 prefix (good and bad ones), shards
+    committed by two writers straight to the store, then a rerun that adds nothing. Local inputs and
+    outputs on the same cluster are the other tests' (test_every_input_ends_in_exactly_one_place)."""
     folder, truth = spoken_inputs
-    if storage == "s3":  # input listed from a prefix, shards committed by the workers straight to the store
-        s3 = request.getfixturevalue("s3_server")
-        raw, dataset = s3.url("raw"), s3.url("curated")
-        expect, input_spec = upload_with_bad_inputs(folder, raw, tmp_path), raw + "/"
-        truth = {f"{raw}/{Path(source).name}": text for source, text in truth.items()}
-        writers = ["resources.write.concurrency=2", "resources.write.batch_size=2"]  # committing side by side
-    else:
-        input_spec, dataset, expect = folder, tmp_path / "curated", {source: "committed" for source in truth}
-        writers = []
-    args = curate_args(input_spec, dataset, offline_models, *writers)
+    raw, dataset = s3_server.url("raw"), s3_server.url("curated")
+    expect, input_spec = upload_with_bad_inputs(folder, raw, tmp_path), raw + "/"
+    truth = {f"{raw}/{Path(source).name}": text for source, text in truth.items()}
+    args = curate_args(input_spec, dataset, offline_models, "resources.write.concurrency=2",
+                       "resources.write.batch_size=2")  # committing side by side
     result = subprocess.run(
         [f"{VENV_BIN}/ray", "job", "submit", "--address", ray_cluster[1], "--working-dir", str(REPO), "--",
          "python", *args], cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=600)
@@ -125,14 +122,13 @@ def test_job_submitted_to_a_two_node_cluster(storage, request, ray_cluster, spok
     assert info["totals"]["segments"] == checked
     # no audio through the driver: it received outcome records only
     assert 0 < info["last_run"]["driver_bytes"] < 0.01 * info["last_run"]["bytes_committed"]
-    if storage == "s3":
-        failed = {r["source"]: r["message"] for r in read_failed(layout).to_pylist()}
-        assert "empty (0 bytes)" in failed[f"{raw}/empty.wav"] and "NaN" in failed[f"{raw}/nan.wav"]
-        manifests = layout.committed_shards()
-        again = run_curate(ray_cluster, *args)  # exactly once: a rerun adds nothing
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert f"{len(expect)} already done, 0 to process" in again.stdout
-        assert layout.committed_shards() == manifests
+    failed = {r["source"]: r["message"] for r in read_failed(layout).to_pylist()}
+    assert "empty (0 bytes)" in failed[f"{raw}/empty.wav"] and "NaN" in failed[f"{raw}/nan.wav"]
+    manifests = layout.committed_shards()
+    again = run_curate(ray_cluster, *args)  # exactly once: a rerun adds nothing
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(expect)} already done, 0 to process" in again.stdout
+    assert layout.committed_shards() == manifests
 
     # Transcripts of clean generated speech by the real tiny.en model: measured word error rate.
     hypotheses: dict[str, list[str]] = {}
@@ -333,7 +329,8 @@ def test_writers_killed_mid_shard_and_after_a_manifest_lose_and_repeat_nothing(
         ray_cluster, s3_server, spoken_inputs, offline_models, uninterrupted_reference):
     """SIGKILL of the writer actor while it stages a shard, then again right after one of its manifests
     landed on S3 with more of its batch to go: Ray restarts it and retries the batch, which commits the
-    same recordings again; readers see each once, and gc removes exactly what the faults left."""
+    same recordings again; readers see each once, gc removes exactly what the faults left, and no staged
+    part is left on the node's disk."""
     folder, truth = spoken_inputs
     dataset = DatasetLayout.of(s3_server.url("writer-faults"))
     staging = lambda: {str(p) for p in Path(tempfile.gettempdir()).glob("audiomill-upload-*")}  # noqa: E731
@@ -347,6 +344,7 @@ def test_writers_killed_mid_shard_and_after_a_manifest_lose_and_repeat_nothing(
     assert not kill_a_writer_when(lambda: dataset.committed_shards(), deadline)  # right after a manifest
     output = job.communicate(timeout=600)[0]
     assert job.returncode == 0, output[-3000:]
+    assert staging() - before == set()  # the restarted writer removed the killed one's part from the node's disk
 
     assert outcomes(dataset.url) == {source: ["committed"] for source in truth}
     assert audio_hashes(dataset.url) == audio_hashes(uninterrupted_reference)  # nothing lost, nothing twice
