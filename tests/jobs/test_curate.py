@@ -172,7 +172,10 @@ def mixed_inputs(spoken_inputs, tmp_path) -> tuple[Path, dict[str, str]]:
 def test_every_input_ends_in_exactly_one_place(ray_cluster, mixed_inputs, offline_models, tmp_path):
     folder, expect = mixed_inputs
     dataset = tmp_path / "curated"
-    args = curate_args(folder, dataset, offline_models, "quality.dnsmos=false")
+    # where an input ends is decided by decode (failures) and diarization (no speech): the other model
+    # stages only slow this test down (the two-node test runs them all)
+    args = curate_args(folder, dataset, offline_models, "quality.dnsmos=false", "enhance.enabled=false",
+                       "transcribe.enabled=false", "tokenize.enabled=false")
     first = run_curate(ray_cluster, *args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert outcomes(dataset) == {source: [place] for source, place in expect.items()}
