@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import shutil
 import tempfile
@@ -308,17 +309,16 @@ def download_to_temp(url: str, options: Optional[Mapping] = None, chunk_bytes: i
     return path
 
 
-_swept = False  # this process has removed the dead processes' staging
-
-
 def staging_prefix(kind: str) -> str:
     """`kind` + this process's PID namespace and PID: whose staging it is, once the process is gone. The
     first call in a process removes what processes that died (SIGKILL, the OOM killer) left."""
-    global _swept
-    if not _swept:
-        _swept = True
-        remove_staging_of_dead_processes(tempfile.gettempdir())
+    _remove_dead_staging_once()
     return f"{kind}{_pid_namespace()}-{os.getpid()}-"
+
+
+@functools.cache
+def _remove_dead_staging_once() -> None:
+    remove_staging_of_dead_processes(tempfile.gettempdir())
 
 
 def remove_staging_of_dead_processes(tempdir: str) -> list[str]:
@@ -349,9 +349,9 @@ def _pid_namespace() -> str:
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: it runs, as another user
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's
+        pass
     return True

@@ -20,6 +20,7 @@ import soundfile as sf
 from pipeline.shards import DatasetLayout, iter_samples
 from pipeline.shards.manifest import read_failed, read_manifest, read_rejected
 from pipeline.shards.schema import printable, recording_id_for
+from pipeline.shards.storage import UPLOAD_PREFIX
 from pipeline.shards.verify import verify_dataset
 from jobs import curate
 from jobs.build_models import curate_overrides
@@ -336,7 +337,7 @@ def test_writers_killed_mid_shard_and_after_a_manifest_lose_and_repeat_nothing(
     part is left on the node's disk."""
     folder, truth = spoken_inputs
     dataset = DatasetLayout.of(s3_server.url("writer-faults"))
-    staging = lambda: {str(p) for p in Path(tempfile.gettempdir()).glob("audiomill-upload-*")}  # noqa: E731
+    staging = lambda: {str(p) for p in Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")}  # noqa: E731
     before = staging()
     env = {**ray_env(), "RAY_ADDRESS": ray_cluster[0]}
     job = subprocess.Popen([sys.executable, *curate_args(folder, dataset.url, offline_models, *FAULT_SETTINGS,
