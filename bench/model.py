@@ -1,10 +1,12 @@
 """Model benchmark: forward+backward tokens/s of a small preset on CPU against transformers' Qwen2 of the
-same size (same width, heads, FFN, vocabulary, total layer count) in the same run; ratio printed.
+same size (same width, heads, FFN, vocabulary, total layer count) in the same run; ratio printed, per token
+and per model FLOP.
 
     python -m bench.model [--preset small] [--batch 4] [--seq 256] [--steps 5] [--threads 2]
 
 The Kimi-Audio model also embeds a second stream and runs a second output projection, so at equal layer
-count it does a little more work than the Qwen2 reference. With a GPU, `--mfu` runs the ~1B preset in
+count it does more work than the Qwen2 reference (on `small`, whose vocabulary is large for its width, about a
+quarter more); the per-FLOP ratio takes that out. With a GPU, `--mfu` runs the ~1B preset in
 bf16 and prints model FLOPs utilisation (target 40%).
 """
 from __future__ import annotations
@@ -48,18 +50,21 @@ def qwen2_step(cfg, batch: int, seq: int):
         num_hidden_layers=cfg.trunk_layers + cfg.audio_head_layers, num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_query_groups, tie_word_embeddings=False, rope_theta=cfg.rope_theta))
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    dense = sum(p.numel() for p in reference.parameters()) - reference.model.embed_tokens.weight.numel()
 
     def step():
         reference.zero_grad(set_to_none=True)
         reference(ids, labels=ids).loss.backward()
-    return step
+    return step, dense
 
 
-def model_flops_per_token(cfg, seq: int) -> float:
-    """6 x parameters (without embeddings) + attention's 12 x layers x hidden x seq (forward+backward)."""
+def model_flops_per_token(cfg, seq: int, dense: int | None = None) -> float:
+    """6 x parameters (without embeddings) + attention's 12 x layers x hidden x seq (forward+backward);
+    `dense`: the parameters of another model of the same layers (the Qwen2 reference)."""
     from model.config import parameter_count
 
-    dense = parameter_count(cfg) - cfg.vocab_size * cfg.hidden_size  # the embedding lookup is free
+    if dense is None:
+        dense = parameter_count(cfg) - cfg.vocab_size * cfg.hidden_size  # the embedding lookup is free
     layers = cfg.trunk_layers + cfg.audio_head_layers
     return 6 * dense + 12 * layers * cfg.hidden_size * seq
 
@@ -75,6 +80,9 @@ def main(argv=None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from trainer.console import quiet_library_notices
+
+    quiet_library_notices()  # before megatron-core is imported: what a CPU lacks is not a benchmark figure
 
     from model.config import model_preset
     from model.kimi_audio import build_model
@@ -95,14 +103,17 @@ def main(argv=None) -> int:
         cfg = model_preset(args.preset)
         torch.manual_seed(0)
         ours = time_steps(kimi_step(build_model(cfg), args.batch, args.seq), args.steps)
-        reference = time_steps(qwen2_step(cfg, args.batch, args.seq), args.steps)
+        reference_step, reference_dense = qwen2_step(cfg, args.batch, args.seq)
+        reference = time_steps(reference_step, args.steps)
     finally:
         shutdown_parallel()
     tokens = args.batch * args.seq
+    ours_flops = model_flops_per_token(cfg, args.seq) * tokens / ours / 1e9
+    reference_flops = model_flops_per_token(cfg, args.seq, reference_dense) * tokens / reference / 1e9
     print(f"forward+backward, preset {args.preset}, batch {args.batch} x {args.seq}, {args.threads} threads, CPU")
-    print(f"  audiomill (megatron-core): {tokens / ours:9,.0f} tokens/s")
-    print(f"  transformers Qwen2:        {tokens / reference:9,.0f} tokens/s")
-    print(f"  ratio: {reference / ours:.2f}")
+    print(f"  audiomill (megatron-core): {tokens / ours:9,.0f} tokens/s  {ours_flops:6.1f} model GFLOP/s")
+    print(f"  transformers Qwen2:        {tokens / reference:9,.0f} tokens/s  {reference_flops:6.1f} model GFLOP/s")
+    print(f"  ratio: {reference / ours:.2f} per token, {ours_flops / reference_flops:.2f} per model FLOP")
     return 0
 
 
