@@ -27,13 +27,13 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
 import webdataset as wds
 
 from bench.shards import make_recordings
+from bench.timing import alternating_medians, passes_text
 from model.tiny_folders import write_tiny_text_tokenizer, write_tiny_whisper
 from pipeline.shards import ShardWriter
 from trainer.data.loader import BatchLoader
@@ -42,7 +42,6 @@ from trainer.data.tasks import TASKS, SpecialIds
 
 IDS = SpecialIds(blank=500, text_eos=501, media_begin=502, media_end=503, audio_offset=512, audio_vocab_size=512)
 WEIGHTS = dict(zip(TASKS, [1, 7, 1, 1, 1, 1, 2]))
-RUNS = 3  # alternating passes of a figure and its reference; their medians are compared
 
 
 def write_dataset(root: Path, minutes: float) -> list[str]:
@@ -72,15 +71,6 @@ def loader_speed(dataset: str, tokenizer_dir: Path, corpus: Path, batches: int) 
         batch = loader.next_batch()
         audio_tokens += int(((batch.audio_ids >= IDS.audio_offset) & (batch.document_ids >= 0)).sum())
     return audio_tokens / (time.perf_counter() - started)
-
-
-def medians(measure_a: Callable[[], float], measure_b: Callable[[], float], runs: int = RUNS
-            ) -> tuple[float, float, str]:
-    """Medians of `runs` alternating measurements of two things, and the runs as text: one pass of either
-    varies by a third here (other processes, the page cache), and alternating spreads that over both."""
-    pairs = [(measure_a(), measure_b()) for _ in range(runs)]
-    a, b = (float(np.median(values)) for values in zip(*pairs))
-    return a, b, "runs " + ", ".join(f"{x:,.0f}/{y:,.0f}" for x, y in pairs)
 
 
 def bare_webdataset_speed(dataset: Path) -> float:
@@ -130,10 +120,10 @@ def main(argv=None) -> int:
     (workdir / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     tokenizer_dir = write_tiny_text_tokenizer(workdir / "text-tokenizer", texts)
     dataset, corpus = workdir / "dataset", workdir / "corpus.jsonl"
-    ours, bare, runs = medians(lambda: loader_speed(str(dataset), tokenizer_dir, corpus, args.batches),
-                               lambda: bare_webdataset_speed(dataset))
+    ours, bare, passes = alternating_medians(lambda: loader_speed(str(dataset), tokenizer_dir, corpus, args.batches),
+                                             lambda: bare_webdataset_speed(dataset))
     print(f"loader : {ours:9,.0f} audio tokens/s (one worker)   bare webdataset {bare:9,.0f} audio tokens/s   "
-          f"ratio {ours / bare:.2f} (target >= 0.5; medians of {runs})")
+          f"ratio {ours / bare:.2f} (target >= 0.5; {passes_text(passes)})")
     whisper = write_tiny_whisper(workdir / "whisper")
     for workers in (0, 1):  # in the training process, then one loader process preparing batches ahead
         wait = data_wait(workdir / "dataset", tokenizer_dir, workdir / "corpus.jsonl", whisper,
@@ -153,11 +143,11 @@ def bench_object_storage(workdir: Path, tokenizer_dir: Path, whisper: Path, batc
         server = start_local_s3("audiomill-bench-loader", log=log)
         try:
             url = upload_folder(workdir / "dataset", "s3://audiomill-bench-loader/dataset")
-            remote, local, runs = medians(lambda: loader_speed(url, tokenizer_dir, corpus, batches),
-                                          lambda: loader_speed(str(workdir / "dataset"), tokenizer_dir, corpus,
-                                                               batches))
+            remote, local, passes = alternating_medians(
+                lambda: loader_speed(url, tokenizer_dir, corpus, batches),
+                lambda: loader_speed(str(workdir / "dataset"), tokenizer_dir, corpus, batches))
             print(f"loader on S3 : {remote:9,.0f} audio tokens/s   same loader on local disk {local:9,.0f}   "
-                  f"ratio {remote / local:.2f} (target >= 0.7; medians of {runs})")
+                  f"ratio {remote / local:.2f} (target >= 0.7; {passes_text(passes)})")
             wait = data_wait(url, tokenizer_dir, corpus, whisper, workdir / "run-s3", steps, 1)
             print(f"data wait of a tiny training step reading from S3 (data.num_workers=1): {wait:.1%} of the step "
                   "time (target < 5%)")
