@@ -15,14 +15,13 @@ import shutil
 import tarfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
 import webdataset as wds
 
-from bench.timing import alternating_medians, passes_text
+from bench.timing import alternating_medians, passes_text, seconds_of
 from pipeline import __version__
 from pipeline.shards import (
     AudioInfo, DatasetLayout, PipelineInfo, SegmentRecord, SegmentSample, ShardWriter, TokenInfo,
@@ -65,18 +64,13 @@ def make_recordings(minutes: float) -> list[list[SegmentSample]]:
     return recordings
 
 
-def seconds_of(work: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
-
-
 def bench_writer(recordings, workdir: Path) -> tuple[float, float, list, Path]:
     """Seconds for ShardWriter, and for bare tarfile writing the same members (same encodings): medians of
     alternating passes and the passes; each warmed first on one recording (imports, first calls), so the
     figures are per-hour rates, not start-up."""
     write_ours(recordings[:1], workdir / "warm-ours")
     write_bare(recordings[:1], workdir / "warm-bare.tar")
+
     def ours() -> float:
         shutil.rmtree(workdir / "ours", ignore_errors=True)  # each pass writes a new dataset
         return seconds_of(lambda: write_ours(recordings, workdir / "ours"))

@@ -1,11 +1,18 @@
 """Comparing a figure with its reference on a machine whose speed wanders: alternating passes, medians."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
 
 RUNS = 3
+
+
+def seconds_of(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
 
 
 def alternating_medians(measure: Callable[[], float], reference: Callable[[], float], runs: int = RUNS
