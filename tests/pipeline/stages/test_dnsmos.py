@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.stages.dnsmos import WINDOW_SAMPLES, DnsmosScorer, clip_windows, cpu_has_bfloat16, doubled, \
-    model_path, window_starts
+from pipeline.stages.dnsmos import WINDOW_SAMPLES, DnsmosScorer, WinogradTrunk, clip_windows, cpu_has_bfloat16, \
+    doubled, model_path, window_starts, winograd_available
 from pipeline.synthetic import make_dialog
 
 LINES = [("a", "en-us+f4", "The quick brown fox jumps over the lazy dog."),
@@ -34,14 +34,16 @@ def test_scores_equal_speechmos_on_the_same_clips(clips, speechmos_scores, preci
     assert len(clip_windows(clips[-1])) > 1  # the long clip is scored over several hopped windows
 
 
-@pytest.mark.parametrize("hop", [1, 3])
-def test_shared_trunk_gives_every_window_the_whole_models_output(clips, hop):
+@pytest.mark.parametrize("hop,winograd", [(1, True), (3, True), (1, False)])
+def test_shared_trunk_gives_every_window_the_whole_models_output(clips, hop, winograd):
     """Each window's raw scores equal the whole model run on that window alone, including windows whose
-    trunk crosses a chunk boundary (the long doubled clip) and the edge strips."""
+    trunk crosses a chunk boundary (the long doubled clip) and the edge strips; the clip's trunk through
+    NNPACK's Winograd convolutions where torch has them, and through onnxruntime."""
     import onnxruntime as ort
 
     whole = ort.InferenceSession(model_path(), providers=["CPUExecutionProvider"])
-    scorer = DnsmosScorer(threads=1, precision="float32", hop_seconds=hop)
+    scorer = DnsmosScorer(threads=1, precision="float32", hop_seconds=hop, winograd=winograd)
+    assert isinstance(scorer.run_trunk, WinogradTrunk) == (winograd and winograd_available())
     for clip in clips:
         audio = doubled(clip)
         starts = window_starts(audio, hop)
