@@ -179,7 +179,8 @@ class BFloat16Trunk(TorchTrunk):
         weight, bias = self.first
         self.first = weight.T.contiguous(), bias
         self.convs = [(self.weights[f"conv2d_{i}/kernel:0"].to(torch.bfloat16).contiguous(
-            memory_format=torch.channels_last), self.weights[f"conv2d_{i}/bias:0"].to(torch.bfloat16)) for i in (1, 2, 3)]
+            memory_format=torch.channels_last), self.weights[f"conv2d_{i}/bias:0"].to(torch.bfloat16))
+            for i in (1, 2, 3)]
 
     def first_layer(self, patches):
         """relu(patches @ weight + bias) in bfloat16, computed FIRST_LAYER_ROWS at a time: the float32
