@@ -141,8 +141,8 @@ def split_model(path: str) -> tuple[bytes, bytes]:
 
 
 class TorchTrunk:
-    """The trunk in torch, weights from the same file: the log power spectrum and the first layer here,
-    the three wide convolutions in the subclasses."""
+    """The trunk in torch, weights from the same file: the log power spectrum and the first layer's
+    weights here, the layers themselves in the subclasses."""
 
     def __init__(self, path: str, threads: int):
         import torch
