@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from pipeline.audio import PCM16_SCALE, scaled_pcm16
 from pipeline.capacity import (
     PoolResources, cluster_nodes, memory_bytes, pool_bounds, stage_demands, task_threads, unschedulable,
 )
@@ -79,19 +80,13 @@ class StagePlan:
 # own scale, so pack encodes the PCM as it is and the FLAC is byte for byte what the float audio would
 # give. A stage that hands a recording's audio on unchanged (all but decode) hands on its PCM too.
 _NO_AUDIO = np.zeros(0, dtype=np.int16)
-_PCM_SCALE = np.float32(32768.0)
-_CONVERT_BLOCK = 1 << 20  # samples per conversion step: no full-length float temporaries for an hour of audio
 
 
 def to_pcm16(audio: np.ndarray | None) -> np.ndarray:
+    """Float audio as its PCM; 16-bit PCM (decode's `pcm16`) as it is."""
     if audio is None:
         return _NO_AUDIO
-    pcm = np.empty(len(audio), dtype=np.int16)
-    for first in range(0, len(audio), _CONVERT_BLOCK):
-        block = audio[first:first + _CONVERT_BLOCK] * _PCM_SCALE
-        np.clip(block, -32768.0, 32767.0, out=block)
-        pcm[first:first + _CONVERT_BLOCK] = np.rint(block, out=block)
-    return pcm
+    return audio if audio.dtype == np.int16 else scaled_pcm16(audio, 1 / PCM16_SCALE)
 
 
 def pcm16_or_none(audio: np.ndarray | None) -> np.ndarray | None:
@@ -102,7 +97,7 @@ def from_pcm16(pcm: np.ndarray) -> np.ndarray | None:
     if not pcm.size:
         return None
     audio = pcm.astype(np.float32)
-    audio /= _PCM_SCALE
+    audio *= np.float32(PCM16_SCALE)
     return audio
 
 
@@ -259,9 +254,13 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
     any order (None while waiting: stream_works); the writers commit everything before their outcomes arrive."""
     decode_cfg, sample_rate, storage_options = cfg.decode, cfg.sample_rate, write.storage_options
 
+    # with no pool, only stages without a model run before pack (fixed windows: they read the length alone),
+    # so a 16-bit file goes from its PCM to pack's without a float32 copy
+    pcm16 = all(plan.in_task for plan in stages)
+
     def decode(item: dict) -> Iterator[RecordingWork]:
         source = os.fsdecode(item["source"])  # bytes across Ray: a file name need not be valid UTF-8
-        yield from decode_sessions(source, decode_cfg, sample_rate, set(item["skip"]), storage_options)
+        yield from decode_sessions(source, decode_cfg, sample_rate, set(item["skip"]), storage_options, pcm16)
 
     items = [{"source": os.fsencode(source), "skip": list(skip)} for source, skip in todo]
     yield from stream_works(cfg, items, decode, stages, partial(pack_recording, pipeline=pipeline), write)

@@ -8,7 +8,10 @@ from typing import Collection, Iterator
 
 import numpy as np
 
-from pipeline.audio import AudioFile, level_frame, levels_of, loudness_gain, session_bounds_from_levels
+from pipeline.audio import (
+    PCM16_SCALE, AudioFile, level_frame, levels_of, loudness_gain, pcm16_levels, scaled_pcm16,
+    session_bounds_from_levels,
+)
 from pipeline.capacity import TaskResources
 from pipeline.shards.schema import recording_id_for
 from pipeline.stages.base import failed
@@ -53,22 +56,29 @@ DECODE_RESOURCES = TaskResources(num_cpus=1, memory_mb=3072)
 
 
 def decode_sessions(source: str, cfg: DecodeSettings, sample_rate: int, skip_recording_ids: Collection[str] = (),
-                    storage_options=None) -> Iterator[RecordingWork]:
+                    storage_options=None, pcm16: bool = False) -> Iterator[RecordingWork]:
     """The sessions of one source still to be done, one at a time, or one failed work.
 
     A file up to `cfg.whole_file_minutes` long is decoded in one read. A longer one takes two passes: one
     reads it block by block for the levels (loudness and session cuts), the other decodes one session at
     a time, so a 10-hour file costs one session of memory. A URL is read with `storage_options`.
+    `pcm16`: the audio as 16-bit PCM on libsndfile's scale (the float32 audio times 32768, rounded), for a
+    job where nothing reads the samples before pack: a 16-bit file read whole then never becomes float32.
     """
     whole_id = recording_id_for(source)
     started = time.perf_counter()  # this generator's own time per session (the scan goes to the first)
     try:
         audio_file = AudioFile(source, sample_rate, storage_options)
         header = audio_file.header_seconds
-        whole = (audio_file.read(0.0, None) if header is not None and header <= cfg.whole_file_minutes * 60
-                 else None)
-        levels, num_samples, loudest = (audio_file.scan(cfg.scan_block_seconds) if whole is None
-                                        else levels_of(whole, sample_rate))
+        whole, whole_pcm = None, None
+        if header is not None and header <= cfg.whole_file_minutes * 60:
+            if pcm16 and audio_file.reads_pcm16:
+                whole_pcm = audio_file.read_pcm16()
+            else:
+                whole = audio_file.read(0.0, None)
+        levels, num_samples, loudest = (levels_of(whole, sample_rate) if whole is not None
+                                        else pcm16_levels(whole_pcm, sample_rate) if whole_pcm is not None
+                                        else audio_file.scan(cfg.scan_block_seconds))
         gain = loudness_gain(levels, loudest, cfg.loudness_target_dbfs, cfg.max_gain_db, cfg.loudness_gate_db)
         bounds = session_bounds_from_levels(levels, level_frame(sample_rate), num_samples, sample_rate,
                                             cfg.max_session_minutes * 60, cfg.split_search_seconds)
@@ -85,11 +95,16 @@ def decode_sessions(source: str, cfg: DecodeSettings, sample_rate: int, skip_rec
         work = RecordingWork(recording_id=recording_id, session=session if split else None,
                              offset=first / sample_rate, **common)
         try:
-            audio = (whole[first:last] if whole is not None
-                     else audio_file.read(first / sample_rate, last / sample_rate)[: last - first])
-            if len(audio) < last - first:  # FFmpeg may end a few samples short of the scan's count
-                audio = np.pad(audio, (0, last - first - len(audio)))
-            audio *= np.float32(gain)
+            if whole_pcm is not None:
+                audio = scaled_pcm16(whole_pcm[first:last], gain)
+            else:
+                audio = (whole[first:last] if whole is not None
+                         else audio_file.read(first / sample_rate, last / sample_rate)[: last - first])
+                if len(audio) < last - first:  # FFmpeg may end a few samples short of the scan's count
+                    audio = np.pad(audio, (0, last - first - len(audio)))
+                audio *= np.float32(gain)
+                if pcm16:
+                    audio = scaled_pcm16(audio, 1 / PCM16_SCALE)
         except Exception as e:
             yield failed(work, STAGE, e)
             started = time.perf_counter()

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import DecodeError, decode_audio_file, frame_energy_db, normalize_loudness, session_bounds
+from pipeline.audio import (
+    PCM16_SCALE, DecodeError, decode_audio_file, frame_energy_db, levels_of, normalize_loudness, pcm16_levels,
+    scaled_pcm16, session_bounds,
+)
 from pipeline.synthetic import speak
 
 
@@ -138,3 +141,21 @@ def test_sessions_never_exceed_the_maximum_even_without_silence():
 
 def test_frame_energy_of_a_full_scale_square_is_0_dbfs():
     assert frame_energy_db(np.ones(1600, dtype=np.float32), 160) == pytest.approx(np.zeros(10))
+
+
+@pytest.mark.parametrize("num_samples", [5, 100_003, 2 * 4096 * 10])  # under a frame; 3 blocks of frames; 2 exactly
+def test_levels_of_16_bit_pcm_are_those_of_its_float_audio_to_the_bit(num_samples):
+    sr = 100  # 10-sample frames: blocks of 4,096 frames with few samples
+    pcm = np.random.default_rng(1).integers(-32768, 32768, num_samples).astype(np.int16)
+    pcm[:3] = -32768  # the loudest sample is the most negative one
+    levels, count, loudest = pcm16_levels(pcm, sr)
+    want_levels, want_count, want_loudest = levels_of(pcm * np.float32(PCM16_SCALE), sr)
+    assert np.array_equal(levels, want_levels) and count == want_count and loudest == want_loudest == 1.0
+
+
+def test_pcm_with_a_gain_is_the_pcm_of_its_float_audio_with_that_gain():
+    pcm = np.random.default_rng(2).integers(-32768, 32768, 300_000).astype(np.int16)
+    for gain in (0.37, 1.0, 3.1623, 40.0):  # 40: most samples clip
+        float_audio = pcm * np.float32(PCM16_SCALE)
+        float_audio *= np.float32(gain)
+        assert np.array_equal(scaled_pcm16(pcm, gain), scaled_pcm16(float_audio, 1 / PCM16_SCALE))

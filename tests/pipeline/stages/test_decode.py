@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import decode_audio_file
+from pipeline.audio import PCM16_SCALE, decode_audio_file, scaled_pcm16
 from pipeline.shards.schema import recording_id_for
 from pipeline.stages.decode import DecodeSettings, decode_sessions
 
@@ -60,6 +60,27 @@ def test_one_read_and_two_passes_cut_the_same_sessions(long_file):
     for a, b in zip(one, two):  # the same gain and content; a decoder started mid-file resamples its edge anew
         assert np.sqrt(np.mean(a.audio ** 2) / np.mean(b.audio ** 2)) == pytest.approx(1.0, abs=0.01)
         assert np.corrcoef(a.audio, b.audio)[0, 1] > 0.9
+
+
+@pytest.fixture(scope="module")
+def long_pcm16_file(long_file, tmp_path_factory):
+    """The long file as a 16-bit WAV at the working rate: libsndfile reads it as it is."""
+    path = tmp_path_factory.mktemp("long16") / "long16.wav"
+    sf.write(path, decode_audio_file(long_file, 16000).samples, 16000, subtype="PCM_16")
+    return str(path)
+
+
+@pytest.mark.parametrize("which", ["pcm16_file", "ffmpeg_file"])
+def test_pcm16_sessions_are_the_float_sessions_as_pcm(long_file, long_pcm16_file, which):
+    """`pcm16` (a job with no model stage): the same sessions, each the PCM of the float audio, whether the
+    file's own 16-bit PCM is scaled (no float copy) or FFmpeg's floats are converted."""
+    source = long_pcm16_file if which == "pcm16_file" else long_file
+    floats, pcms = (list(decode_sessions(source, ONE_READ, 16000, pcm16=pcm16)) for pcm16 in (False, True))
+    assert [(w.recording_id, w.offset) for w in pcms] == [(w.recording_id, w.offset) for w in floats]
+    assert len(pcms) == 3 and {w.audio.dtype for w in pcms} == {np.dtype(np.int16)}
+    for p, f in zip(pcms, floats):
+        assert np.array_equal(p.audio, scaled_pcm16(f.audio, 1 / PCM16_SCALE))
+        assert 0 < np.abs(p.audio).max() < 32767  # the gain applied, nothing clipped
 
 
 def test_short_files_keep_the_plain_recording_id(tmp_path):
