@@ -1,5 +1,6 @@
-"""Stage 1, decode and standardise: any FFmpeg format to mono float32 at the working rate, loudness
-normalised; recordings longer than the session maximum are split at their quietest stretches."""
+"""Stage 1, decode and standardise: any FFmpeg format to mono float32 at the working rate (or its 16-bit
+PCM, for a job that only packs it), loudness normalised; recordings longer than the session maximum are
+split at their quietest stretches."""
 from __future__ import annotations
 
 import time
