@@ -198,7 +198,7 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
     # again with the workers warm (libraries imported), as hours into a long job: the start-up above is
     # paid once per job, the rate below per hour of audio. The median of three: one run varies by 20%.
     # Each job alternates with a bare decode pass, as the machine's speed wanders (one bare pass read 5,778x
-    # and 7,995x in two runs an hour apart here): the ratio is of the two medians. Both start on a quiet
+    # and 7,995x in two runs 20 minutes apart here): the ratio is of the two medians. Both start on a quiet
     # machine: a job's end leaves Ray stopping its writer actor, which slowed a pass right after by a third.
     runs, bare_pass = [], bare_decode(long_wav, "torchcodec")
 
