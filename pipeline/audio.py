@@ -109,10 +109,10 @@ class _NativeRead(NamedTuple):
     scale: Optional[float]  # to float32 (None: floats as stored)
 
 
-_NATIVE_READ = {"PCM_16": _NativeRead("int16", 2.0 ** -15), "PCM_24": _NativeRead("int32", 2.0 ** -31),
+PCM16_SCALE = 2.0 ** -15  # libsndfile's scale: float = 16-bit PCM / 32768
+_NATIVE_READ = {"PCM_16": _NativeRead("int16", PCM16_SCALE), "PCM_24": _NativeRead("int32", 2.0 ** -31),
                 "FLOAT": _NativeRead("float32", None)}
 _NATIVE_BLOCK = 1 << 20  # samples read and scaled per step: no full-length integer copy of an hour
-PCM16_SCALE = 2.0 ** -15  # libsndfile's scale: float = 16-bit PCM / 32768
 
 
 def scaled_pcm16(samples: np.ndarray, factor: float) -> np.ndarray:
@@ -201,15 +201,10 @@ class AudioFile:
     def read_pcm16(self) -> np.ndarray:
         """The whole file's 16-bit PCM (`reads_pcm16` files): what `read` returns times 32768, read in half
         the memory and without the conversion."""
-        import soundfile as sf
+        return self._read_native(0.0, None, as_stored=True)
 
-        try:
-            with sf.SoundFile(self.opened) as f:
-                return f.read(f.frames, dtype="int16")
-        except sf.LibsndfileError as e:
-            raise DecodeError(f"libsndfile cannot read it: {e}") from None
-
-    def _read_native(self, start_seconds: float, stop_seconds: float | None) -> np.ndarray:
+    def _read_native(self, start_seconds: float, stop_seconds: float | None, as_stored: bool = False
+                     ) -> np.ndarray:
         import soundfile as sf
 
         # the samples FFmpeg gives for [start, stop): those whose index rounds from the times (tested)
@@ -222,7 +217,9 @@ class AudioFile:
                 f.seek(first)
                 wanted = f.frames - first if last is None else max(0, min(last, f.frames) - first)
                 dtype, scale = self.native_read
-                return f.read(wanted, dtype=dtype) if scale is None else _scaled_blocks(f, wanted, dtype, scale)
+                if scale is None or as_stored:
+                    return f.read(wanted, dtype=dtype)
+                return _scaled_blocks(f, wanted, dtype, scale)
         except sf.LibsndfileError as e:
             raise DecodeError(f"libsndfile cannot read it: {e}") from None
 
