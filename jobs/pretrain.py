@@ -26,7 +26,7 @@ from jobs.cli import parse_job_args  # noqa: E402
 from model.cpu_compat import cuda_tensors_on_cpu  # noqa: E402
 from model.parallel import init_parallel, shutdown_parallel  # noqa: E402
 from trainer.build import (  # noqa: E402
-    build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder,
+    build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder, use_deterministic_kernels,
 )
 from trainer.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint  # noqa: E402
 from trainer.checks import run_problems  # noqa: E402
@@ -95,6 +95,8 @@ def data_error_line(e: DataError) -> str:
 
 def train(cfg: PretrainConfig, job: str) -> int:
     torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        use_deterministic_kernels()
     init_parallel(cfg.parallel.tensor, cfg.parallel.pipeline, seed=cfg.seed)
     dp_rank, dp_size, keeps_loader_state = parallel_ranks()
     rank0 = dist.get_rank() == 0

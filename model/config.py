@@ -48,6 +48,7 @@ class KimiAudioConfig:
     spec: str = "auto"              # "local" (megatron-core modules), "te" (Transformer Engine), "auto"
     attention_dropout: float = 0.0
     hidden_dropout: float = 0.0
+    deterministic: bool = False     # megatron's deterministic kernels (train.deterministic)
 
     @property
     def trunk_layers(self) -> int:
@@ -114,7 +115,8 @@ class KimiAudioConfig:
             fp16=self.params_dtype == "float16", init_method_std=self.init_std,
             use_cpu_initialization=not torch.cuda.is_available(),
             bias_activation_fusion=False, masked_softmax_fusion=False, persist_layer_norm=False,
-            bias_dropout_fusion=False, apply_rope_fusion=False, gradient_accumulation_fusion=False)
+            bias_dropout_fusion=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
+            deterministic_mode=self.deterministic)
 
 
 def kimi_audio_7b(**changes) -> KimiAudioConfig:

@@ -184,7 +184,20 @@ class KimiAudioModel(MegatronModule):
 
 def build_model(cfg: KimiAudioConfig, whisper: Optional[nn.Module] = None) -> KimiAudioModel:
     """The model for this rank's tensor-parallel slice (megatron's parallel state must be initialised)."""
-    model = KimiAudioModel(cfg, whisper=whisper)
+    model = in_params_dtype(KimiAudioModel(cfg, whisper=whisper))
     if torch.cuda.is_available():
         model = model.cuda()
+    return model
+
+
+def in_params_dtype(model: KimiAudioModel) -> KimiAudioModel:
+    """Every parameter in `cfg.params_dtype`, as megatron-LM's Float16Module does (the optimizer keeps float32
+    masters). Without it a bfloat16 model has float32 norms (torch's RMSNorm, megatron's fallback without
+    Transformer Engine, ignores params_dtype) and a float32 Whisper; megatron's distributed optimizer lists a
+    group's half-precision masters before its float32 parameters while its index follows the gradient
+    buffers, so a group mixing both reads another parameter's state when it saves a checkpoint."""
+    dtype = model.cfg.torch_dtype
+    for param in model.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
     return model

@@ -25,13 +25,14 @@ def parallel_ranks() -> tuple[int, int, bool]:
 def build_run_model(cfg: PretrainConfig):
     """The preset (or the init checkpoint's config) at this run's parallel layout, Whisper attached."""
     from model.checkpoint import load_checkpoint
-    from model.kimi_audio import build_model  # megatron-core: imported once the job has quieted its notices
+    from model.kimi_audio import build_model, in_params_dtype  # megatron-core: once the job quieted its notices
     from model.whisper_features import WhisperFeatureEncoder
 
     p = cfg.parallel
     changes = dict(tensor_parallel=p.tensor, pipeline_parallel=p.pipeline, spec=cfg.model.spec,
                    first_stage_shared_layers=p.first_stage_shared_layers,
-                   last_stage_shared_layers=p.last_stage_shared_layers, params_dtype=cfg.model.params_dtype)
+                   last_stage_shared_layers=p.last_stage_shared_layers, params_dtype=cfg.model.params_dtype,
+                   deterministic=cfg.train.deterministic)
     if cfg.model.init_checkpoint:
         model = load_checkpoint(cfg.model.init_checkpoint, **changes)
     else:
@@ -46,7 +47,17 @@ def build_run_model(cfg: PretrainConfig):
         if model.whisper.output_dim != model.cfg.adaptor_input_dim:
             raise ValueError(f"Whisper gives {model.whisper.output_dim}-dim stacked features, the model's adaptor "
                              f"takes {model.cfg.adaptor_input_dim}")
-    return model
+    return in_params_dtype(model)
+
+
+def use_deterministic_kernels() -> None:
+    """Before CUDA starts: cuBLAS with a fixed workspace (its reductions then run in one order) and torch's
+    deterministic implementations (a warning where an op has none); the model's own choice (megatron's
+    embedding without F.embedding's atomic backward) follows `train.deterministic` through its config."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def special_ids(cfg: PretrainConfig, model_cfg) -> SpecialIds:

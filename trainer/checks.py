@@ -114,11 +114,12 @@ def blend_problems(add, data: DataSettings) -> list[tuple[str, object]]:
 
 def resume_problems(cfg: PretrainConfig, shard_counts: dict[str, int]) -> list[str]:
     """A run resuming from a checkpoint must keep what fixes the data order: the seed, the task mixture,
-    the datasets and their weights, and each dataset's shards. Parallel layout and loader workers may change."""
+    the datasets and their weights, and each dataset's shards. Data parallel and loader workers may change,
+    and tensor and pipeline parallel too unless the checkpoint holds the distributed optimizer's state."""
     import json
 
     from trainer.build import dataset_specs
-    from trainer.checkpointing import latest_checkpoint
+    from trainer.checkpointing import latest_checkpoint, optimizer_layout
 
     if not cfg.run_dir:
         return []
@@ -139,6 +140,19 @@ def resume_problems(cfg: PretrainConfig, shard_counts: dict[str, int]) -> list[s
     now = [(spec.url, spec.weight) for spec in dataset_specs(cfg.data)]
     if before and before != now:
         problems.append(f"the datasets and weights {now} differ from {before} in {folder}: the blend {why}")
+    saved_layout, layout = state.get("optimizer_layout"), optimizer_layout()
+    if saved_layout and saved_layout != layout:
+        problems.append(f"{folder} holds optimizer state in the {saved_layout} layout; this machine's optimizer "
+                        f"({'distributed, on CUDA' if layout != 'per_parameter' else 'on CPU'}) reads {layout}: "
+                        "resume where it was written, or start a new run_dir from its weights "
+                        "(model.init_checkpoint)")
+    model_parallel = {k: saved.get("parallel", {}).get(k) for k in ("tensor", "pipeline")}
+    if saved_layout == "dp_reshardable" and model_parallel != {"tensor": cfg.parallel.tensor,
+                                                                "pipeline": cfg.parallel.pipeline}:
+        problems.append(f"parallel.tensor={cfg.parallel.tensor}, parallel.pipeline={cfg.parallel.pipeline} differ "
+                        f"from {folder} ({model_parallel['tensor']}, {model_parallel['pipeline']}): the distributed "
+                        "optimizer's state resumes only at the tensor x pipeline layout it was saved at (data "
+                        "parallel may change)")
     for d in state.get("datasets", []):
         if d["name"] in shard_counts and shard_counts[d["name"]] != d["shards"]:
             problems.append(f"dataset {d['url']} has {shard_counts[d['name']]} shards, {d['shards']} when {folder} "

@@ -95,7 +95,9 @@ class TokenIds:
 @dataclass(frozen=True)
 class TrainSettings:
     """The loop: `steps` optimizer steps of `global_batch_rows` rows; Whisper frozen for the first
-    `whisper_frozen_fraction`; logs, checkpoints and evaluation every so many steps."""
+    `whisper_frozen_fraction`; logs, checkpoints and evaluation every so many steps. `deterministic`:
+    deterministic GPU kernels (slower), so a rerun or a resumed run gives the same losses to the bit, as
+    CPU runs always do."""
     steps: int = 100000
     global_batch_rows: int = 512
     loss_normalisation: str = "head_mean"
@@ -107,6 +109,7 @@ class TrainSettings:
     eval_batches: int = 20
     eval_dataset: Optional[str] = None
     threads: int = 8
+    deterministic: bool = False
 
 
 LOSS_NORMALISATIONS = ("head_mean", "token_mean")

@@ -79,8 +79,9 @@ def build_training(model, optim: OptimSettings, total_steps: int) -> TrainingSta
         optimizer, init_lr=0.0, max_lr=optim.lr, min_lr=optim.min_lr, lr_warmup_steps=warmup,
         lr_decay_steps=max(total_steps, warmup + 1), lr_decay_style="cosine", start_wd=optim.weight_decay,
         end_wd=optim.weight_decay, wd_incr_steps=total_steps, wd_incr_style="constant")
-    whisper_params = {id(p) for name, p in model.named_parameters() if name.startswith("whisper.")}
-    groups = [g for g in optimizer.param_groups if any(id(p) in whisper_params for p in g["params"])]
+    # Whisper's groups are the decoupled ones: a mixed-precision or distributed optimizer's groups hold
+    # float32 masters (shards), never the model's own parameters
+    groups = [g for g in optimizer.param_groups if g.get("is_decoupled_lr")]
     return TrainingState(ddp_model, optimizer, scheduler, groups)
 
 

@@ -40,6 +40,18 @@ def test_parameter_count_formula_matches_the_built_model(model):
     assert parameter_count(model.cfg) == sum(p.numel() for p in model.parameters())
 
 
+def test_a_bfloat16_model_has_every_parameter_in_bfloat16(megatron, whisper_folder):
+    # megatron's distributed optimizer (GPUs) saves a group mixing float32 and bfloat16 parameters wrongly:
+    # torch's RMSNorm (no Transformer Engine) and Whisper would otherwise stay float32
+    from model.whisper_features import WhisperFeatureEncoder
+
+    torch.manual_seed(0)
+    whisper = WhisperFeatureEncoder.from_folder(whisper_folder, trainable=True)
+    bf16 = build_model(kimi_audio_tiny(params_dtype="bfloat16"), whisper=whisper)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    assert any("layernorm" in name for name, _ in bf16.named_parameters())
+
+
 def test_continuous_positions_add_the_adaptor_and_scale_by_sqrt2(model):
     audio, text = batch()
     mask = torch.zeros_like(audio, dtype=torch.bool)

@@ -15,6 +15,7 @@ import pytest
 
 from bench.local_s3 import upload_folder
 from tests.trainer.conftest import pretrain_overrides
+from trainer.checkpointing import latest_checkpoint
 
 REPO = Path(__file__).parents[2]
 SHORT = ["train.steps=12", "train.log_every=1", "train.save_every=4", "train.eval_every=6",
@@ -164,6 +165,17 @@ def test_resumed_on_one_rank_then_on_two_every_segment_is_trained_once_per_epoch
                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "seed=1 differs from 1234" in result.stderr, result.stderr[-2000:]
     assert "tasks (asr) differ" in result.stderr
+
+    # a checkpoint of the distributed optimizer (written on GPUs) resumes only at its tensor x pipeline
+    # layout, and not on CPU at all: refused before any work, not deep inside megatron's loader
+    state_file = latest_checkpoint(run_dir) / "trainer_state.json"
+    assert json.loads(state_file.read_text())["optimizer_layout"] == "per_parameter"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "optimizer_layout": "dp_reshardable"}))
+    result = subprocess.run([sys.executable, "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml",
+                             *pretrain_overrides(training_inputs, run_dir, "parallel.tensor=2")],
+                            cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "holds optimizer state in the dp_reshardable layout" in result.stderr
+    assert "resumes only at the tensor x pipeline layout it was saved at" in result.stderr, result.stderr[-2000:]
 
 
 def sft_cmd(training_inputs, conversations, checkpoint, run_dir):
