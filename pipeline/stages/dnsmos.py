@@ -67,6 +67,17 @@ def model_path() -> str:
     return os.path.join(os.path.dirname(speechmos.dnsmos.__file__), "dnsmos_models", "sig_bak_ovr.onnx")
 
 
+def cuda_provider_problem() -> str | None:
+    """Why DNSMOS cannot run on CUDA here, if it cannot: onnxruntime without its CUDA provider would
+    otherwise run the sessions on the CPU without a word."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return None
+    return (f"onnxruntime {ort.__version__} has no CUDA provider, so DNSMOS on cuda would run on the CPU: install "
+            "onnxruntime-gpu (the `gpu` extra) or set quality.device=cpu")
+
+
 def cpu_has_bfloat16() -> bool:
     """Native bfloat16 arithmetic on this CPU (Linux flags); without it oneDNN emulates and is slower."""
     try:
@@ -274,6 +285,8 @@ class DnsmosScorer:
         options.intra_op_num_threads, options.inter_op_num_threads = max(1, threads), 1
         providers = ["CPUExecutionProvider"]
         if runs_on_gpu(device):
+            if problem := cuda_provider_problem():
+                raise RuntimeError(problem)
             providers.insert(0, "CUDAExecutionProvider")
         trunk, head = split_model(model_path())
         self.precision = resolve_precision(precision, device)

@@ -79,6 +79,11 @@ class QualitySettings:
             problems.append(f"quality.dnsmos_precision={self.dnsmos_precision} is not one of {', '.join(PRECISIONS)}")
         elif self.dnsmos_precision == "bfloat16" and runs_on_gpu(self.device):
             problems.append("quality.dnsmos_precision=bfloat16 is a CPU path: on cuda use float32 or auto")
+        if self.dnsmos and runs_on_gpu(self.device):
+            from pipeline.stages.dnsmos import cuda_provider_problem
+
+            if problem := cuda_provider_problem():
+                problems.append(f"quality.device={self.device}: {problem}")
         return problems
 
 

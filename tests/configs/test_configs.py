@@ -118,6 +118,8 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("enhance.enabled=false;transcribe.audio=enhanced", "transcribe.audio=enhanced but enhance.enabled=false"),
     ("quality.dnsmos_precision=half", "not one of auto, float32, bfloat16"),
     ("quality.device=cuda;resources.quality.num_gpus=0.5;quality.dnsmos_precision=bfloat16", "is a CPU path"),
+    # onnxruntime without its CUDA provider (CI's) would score on the CPU without a word
+    ("quality.device=cuda;resources.quality.num_gpus=0.5", "has no CUDA provider, so DNSMOS on cuda would run"),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate
