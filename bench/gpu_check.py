@@ -1,6 +1,7 @@
 """`make gpu-check`: every CUDA path once, on the first machine with NVIDIA GPUs; one line per path.
 
     python -m bench.gpu_check [--dry-run] [--out gpu_check.json] [--workdir bench_out/gpu_check] [--skip-install]
+                              [--steps model,mfu,...] [--dataset CURATED]
 
 Steps (each a process of its own, so one that crashes fails alone):
 - install: the `gpu` extra (Transformer Engine for torch 2.8, onnxruntime-gpu), what CPU runs do not need;
@@ -8,14 +9,19 @@ Steps (each a process of its own, so one that crashes fails alone):
   2-minute dialog; per-stage audio-seconds per second; the output verified;
 - tokenizer: the semantic tokenizer on CUDA in fp32 and bf16 (autocast): the fraction of ids equal to the
   CPU fp32 result, audio-seconds per second at batch 1 and 32;
-- model: the `small` preset with the local and the Transformer Engine spec, fp32 and bf16: the first
-  step's loss of each against local fp32 (fp32 within 0.1%: the same math in another kernel order; bf16
-  within 2%: an 8-bit mantissa rounds each op by ~0.4%, and a random model's loss near ln(vocab) moves
-  by far less than 2% through a dozen layers);
+- model, model_te: the `small` preset with the local (model) and the Transformer Engine (model_te) spec,
+  fp32 and bf16, forward and backward: the first step's loss of each against local fp32 (fp32 within
+  0.1%: the same math in another kernel order; bf16 within 2%: an 8-bit mantissa rounds each op by ~0.4%,
+  and a random model's loss near ln(vocab) moves by far less than 2% through a dozen layers); two steps,
+  so a machine without Transformer Engine still checks the local spec;
 - mfu: `bench.model --mfu` (kimi_audio_1b, bf16) with the GPU's dense bf16 peak looked up by name;
-- trainer: torchrun on every visible GPU with NCCL, bf16 and the distributed optimizer, 20 steps with a
+- trainer: torchrun on every visible GPU with NCCL, bf16, the distributed optimizer and deterministic
+  kernels (`train.deterministic`: without them a resumed run's losses drift in the 6th digit a few steps
+  on, from nondeterministic kernels such as F.embedding's atomic backward), 20 steps of `small` with a
   checkpoint at 10; then the same run stopped by SIGTERM after its checkpoint and resumed: losses of
-  steps 11-20 identical; with 2 or more GPUs also tensor parallel 2 and pipeline parallel 2.
+  steps 11-20 identical; with 2 or more GPUs also tensor parallel 2 and pipeline parallel 2. They train
+  on the curation step's output, or on `--dataset` (a curated dataset made elsewhere, e.g. on CPU).
+`--steps` runs some of them (a machine with no package index: `--skip-install`, the rest brought along).
 Each line goes to `--out` as {step: {passed, seconds, figure}}; the exit status is 1 when any failed.
 `--dry-run` builds every step's command and checks its configs on a CPU-only machine, touching no CUDA.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,16 +67,17 @@ def curation_overrides(models: dict) -> list[str]:
                         for stage in ("enhance", "diarize", "transcribe", "quality", "tokenize")]
 
 
-def training_overrides(workdir: Path, *extra: str) -> list[str]:
+def training_overrides(workdir: Path, dataset: Path, *extra: str) -> list[str]:
     inputs = workdir / "inputs"
-    return [f"data.dataset={workdir / 'curated'}", f"data.text_tokenizer={inputs / 'text-tokenizer'}",
+    return [f"data.dataset={dataset}", f"data.text_tokenizer={inputs / 'text-tokenizer'}",
             f"data.text_corpus=[{inputs / 'corpus.jsonl'}]", f"model.whisper={inputs / 'whisper'}",
-            "model.params_dtype=bfloat16", "train.steps=20", "train.save_every=10", "train.log_every=1",
-            "train.eval_every=0", "data.num_workers=0", *extra]
+            "model.preset=small", "model.params_dtype=bfloat16", "train.steps=20", "train.save_every=10", "train.log_every=1",
+            "train.eval_every=0", "train.deterministic=true", "data.num_workers=0", *extra]
 
 
-def plan(workdir: Path, gpus: int, skip_install: bool) -> list[Step]:
+def plan(workdir: Path, gpus: int, skip_install: bool, dataset: Path | None = None) -> list[Step]:
     py, models = sys.executable, workdir / "models"
+    dataset = dataset or workdir / "curated"
     from jobs.build_models import model_folders
 
     curate = ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={workdir / 'raw'}",
@@ -79,20 +87,20 @@ def plan(workdir: Path, gpus: int, skip_install: bool) -> list[Step]:
                    [("curate", "configs/curate/demo.yaml", curate[5:])]),
               Step("tokenizer", [py, "-m", "bench.gpu_check", "--step", "tokenizer", "--workdir", str(workdir)], 120),
               Step("model", [py, "-m", "bench.gpu_check", "--step", "model", "--workdir", str(workdir)], 180),
+              Step("model_te", [py, "-m", "bench.gpu_check", "--step", "model_te", "--workdir", str(workdir)], 180),
               Step("mfu", [py, "-m", "bench.model", "--mfu", "--batch", "4", "--seq", "2048", "--steps", "5"], 180)]
     torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     pretrain = ["-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml"]
     steps.append(Step("trainer", [py, "-m", "bench.gpu_check", "--step", "trainer", "--workdir", str(workdir),
-                                  "--gpus", str(gpus)], 300,
+                                  "--gpus", str(gpus), "--dataset", str(dataset)], 300,
                       [("pretrain", "configs/pretrain/tiny.yaml", [f"run_dir={workdir / 'runs' / 'dp'}",
-                                                                   *training_overrides(workdir)])]))
+                                                                   *training_overrides(workdir, dataset)])]))
     if gpus >= 2:
         for name, layout in (("tp2", "parallel.tensor=2"), ("pp2", "parallel.pipeline=2")):
             run_dir = workdir / "runs" / name
-            steps.append(Step(name, [*torchrun, "2", *pretrain, f"run_dir={run_dir}",
-                                     *training_overrides(workdir, layout, "train.steps=10")], 240,
-                              [("pretrain", "configs/pretrain/tiny.yaml",
-                                [f"run_dir={run_dir}", *training_overrides(workdir, layout, "train.steps=10")])]))
+            overrides = [f"run_dir={run_dir}", *training_overrides(workdir, dataset, layout, "train.steps=10")]
+            steps.append(Step(name, [*torchrun, "2", *pretrain, *overrides], 240,
+                              [("pretrain", "configs/pretrain/tiny.yaml", overrides)]))
     return steps
 
 
@@ -110,8 +118,8 @@ def check_configs(step: Step, workdir: Path) -> list[str]:
         except ConfigError as e:
             problems += str(e).splitlines()
             continue
-        if kind == "curate":
-            problems += [p for p in cfg.problems() if str(workdir) not in p]
+        if kind == "curate":  # what the install step brings (the `gpu` extra) is not there yet either
+            problems += [p for p in cfg.problems() if str(workdir) not in p and "the `gpu` extra" not in p]
         else:
             from trainer.checks import model_problems
 
@@ -121,20 +129,27 @@ def check_configs(step: Step, workdir: Path) -> list[str]:
 
 # ---- the steps that measure in-process (run as `--step NAME` in a process of their own) -----------------
 
-def step_curation(workdir: Path) -> dict:
+def write_dialog(folder: Path) -> float:
+    """A generated two-speaker dialog of about two minutes as `folder/dialog.wav`; its seconds."""
     import soundfile as sf
 
+    from pipeline.synthetic import make_dialog
+
+    lines = [("a", "en-us+f4", "The quick brown fox jumps over the lazy dog."),
+             ("b", "en-gb+f2", "Please call me when you arrive at the station.")] * 24
+    dialog = make_dialog(lines, seed=0, noise_level=0.003)
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / "dialog.wav", dialog.audio, dialog.sample_rate, subtype="PCM_16")
+    return dialog.seconds
+
+
+def step_curation(workdir: Path) -> dict:
     from jobs.build_models import build_all
     from pipeline.shards import DatasetLayout
     from pipeline.shards.verify import verify_dataset
-    from pipeline.synthetic import make_dialog
 
     models = build_all(workdir / "models")
-    lines = [("a", "en-us+f4", "The quick brown fox jumps over the lazy dog."),
-             ("b", "en-gb+f2", "Please call me when you arrive at the station.")] * 24
-    dialog = make_dialog(lines, seed=0, noise_level=0.003)  # about two minutes
-    (workdir / "raw").mkdir(parents=True, exist_ok=True)
-    sf.write(workdir / "raw" / "dialog.wav", dialog.audio, dialog.sample_rate, subtype="PCM_16")
+    seconds_of_audio = write_dialog(workdir / "raw")
     result = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", "configs/curate/demo.yaml",
                              f"input={workdir / 'raw'}", f"output={workdir / 'curated'}",
                              *curation_overrides(models)], cwd=REPO, capture_output=True, text=True)
@@ -145,7 +160,7 @@ def step_curation(workdir: Path) -> dict:
     if problems or not checked:
         raise RuntimeError(f"verify: {checked} samples, {len(problems)} problems")
     seconds = layout.read_info()["last_run"]["stage_seconds"]
-    return {"samples": checked, "audio_seconds_per_second": {k: round(dialog.seconds / v, 1)
+    return {"samples": checked, "audio_seconds_per_second": {k: round(seconds_of_audio / v, 1)
                                                              for k, v in seconds.items() if v}}
 
 
@@ -179,7 +194,9 @@ def step_tokenizer(workdir: Path) -> dict:
     return figures
 
 
-def step_model(workdir: Path) -> dict:
+def small_model_losses(specs: tuple[str, ...]) -> dict[str, float]:
+    """The first step's loss of the `small` preset per spec and dtype, on the same random batch (and a
+    backward pass through each)."""
     import torch
 
     from bench.model import kimi_step
@@ -189,7 +206,7 @@ def step_model(workdir: Path) -> dict:
 
     init_parallel(tensor_parallel=1)
     losses = {}
-    for spec in ("local", "te"):
+    for spec in specs:
         for dtype in ("float32", "bfloat16"):
             torch.manual_seed(0)
             model = build_model(model_preset("small", spec=spec, params_dtype=dtype))
@@ -201,7 +218,11 @@ def step_model(workdir: Path) -> dict:
             with torch.no_grad():
                 losses[f"{spec}_{dtype}"] = float(model(audio, text, targets=LossTargets(labels, labels, ones,
                                                                                            ones)).loss)
-            kimi_step(model, 2, 512)()  # and a backward pass through each
+            kimi_step(model, 2, 512)()
+    return losses
+
+
+def compared_with_local_fp32(losses: dict[str, float]) -> dict:
     base = losses["local_float32"]
     for name, loss in losses.items():
         tolerance = 1e-3 if name.endswith("float32") else 0.02
@@ -210,26 +231,55 @@ def step_model(workdir: Path) -> dict:
     return {k: round(v, 5) for k, v in losses.items()}
 
 
-def step_trainer(workdir: Path, gpus: int) -> dict:
+def step_model(workdir: Path) -> dict:
+    return compared_with_local_fp32(small_model_losses(("local",)))
+
+
+def step_model_te(workdir: Path) -> dict:
+    import importlib.util
+
+    if importlib.util.find_spec("transformer_engine") is None:
+        raise RuntimeError("transformer_engine is not installed (the `gpu` extra installs it)")
+    return compared_with_local_fp32(small_model_losses(("local", "te")))
+
+
+def run_quietly(command: list[str], log: Path) -> None:
+    """Run a job, its output into `log`; on failure, raise with its error: a rank's exception, or what
+    torchrun says of a rank that died without one (a signal, an exit code)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        returncode = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if re.match(r"(\[rank\d+\]: )?\w+(Error|Exception)\b", line)
+                  or re.match(r"\s*(exitcode|Signal)\b", line)]
+        raise RuntimeError(f"exit {returncode} (see {log}): " + " | ".join(errors[-3:] or lines[-3:]))
+
+
+def step_trainer(workdir: Path, gpus: int, dataset: Path) -> dict:
     from omegaconf import OmegaConf
 
     from jobs.demo import build_training_inputs
+    from pipeline.shards import DatasetLayout
 
     sentences = ["The quick brown fox jumps over the lazy dog.", "Please call me when you arrive at the station."]
     build_training_inputs(OmegaConf.create({"sentences": sentences}), workdir / "inputs")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus),
                "-m", "jobs.pretrain", "--config", "configs/pretrain/tiny.yaml"]
+    DatasetLayout.of(str(dataset)).require()  # the curation step makes it; or --dataset names one
     straight, stopped = workdir / "runs" / "dp", workdir / "runs" / "dp-sigterm"
-    subprocess.run([*command, f"run_dir={straight}", *training_overrides(workdir)], cwd=REPO, check=True,
-                   capture_output=True)
-    job = subprocess.Popen([*command, f"run_dir={stopped}", *training_overrides(workdir)], cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.perf_counter()
+    run_quietly([*command, f"run_dir={straight}", *training_overrides(workdir, dataset)],
+                workdir / "logs" / "trainer-dp.log")
+    straight_seconds = time.perf_counter() - started
+    job = subprocess.Popen([*command, f"run_dir={stopped}", *training_overrides(workdir, dataset)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # to be stopped: no log
     while not (stopped / "checkpoints" / "step-00000010").exists() and job.poll() is None:
         time.sleep(0.2)
     job.send_signal(signal.SIGTERM)
     job.wait(timeout=120)
-    subprocess.run([*command, f"run_dir={stopped}", *training_overrides(workdir)], cwd=REPO, check=True,
-                   capture_output=True)
+    run_quietly([*command, f"run_dir={stopped}", *training_overrides(workdir, dataset)],
+                workdir / "logs" / "trainer-resumed.log")
 
     def losses(run_dir: Path) -> dict[int, float]:
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
@@ -238,17 +288,22 @@ def step_trainer(workdir: Path, gpus: int) -> dict:
     a, b = losses(straight), losses(stopped)
     if [a.get(s) for s in range(11, 21)] != [b.get(s) for s in range(11, 21)]:
         raise RuntimeError(f"resumed losses differ: {a} vs {b}")
-    return {"processes": gpus, "first_loss": a[1], "last_loss": a[20], "resumed_identical": True}
+    return {"processes": gpus, "first_loss": a[1], "last_loss": a[20], "resumed_identical": True,
+            "uninterrupted_run_seconds": round(straight_seconds, 1)}
 
 
-STEPS = {"curation": step_curation, "tokenizer": step_tokenizer, "model": step_model, "trainer": step_trainer}
+STEPS = {"curation": step_curation, "tokenizer": step_tokenizer, "model": step_model, "model_te": step_model_te,
+         "trainer": step_trainer}
 
 
-def run_step(step: Step, env: dict) -> dict:
+def run_step(step: Step, env: dict, logs: Path) -> dict:
+    """Run one step's process; its whole output goes to `logs/STEP.log`, its figure to the result."""
     started = time.perf_counter()
     try:
         result = subprocess.run(step.command, cwd=REPO, env=env, capture_output=True, text=True,
                                 timeout=step.timeout_s)
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{step.name}.log").write_text(f"$ {' '.join(step.command)}\n{result.stdout}\n{result.stderr}")
         figure = next((line[len("RESULT "):] for line in reversed(result.stdout.splitlines())
                        if line.startswith("RESULT ")), result.stdout.strip().splitlines()[-1:] or [""])
         figure = json.loads(figure) if isinstance(figure, str) and figure.startswith("{") else figure
@@ -265,13 +320,16 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="build the commands and configs; touch no CUDA")
     parser.add_argument("--out", default="gpu_check.json")
     parser.add_argument("--workdir", default="bench_out/gpu_check")
-    parser.add_argument("--skip-install", action="store_true")
+    parser.add_argument("--skip-install", action="store_true", help="the `gpu` extra is there already")
+    parser.add_argument("--steps", help="comma-separated: run only these steps (default: all)")
+    parser.add_argument("--dataset", help="a curated dataset to train on (default: the curation step's output)")
     parser.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)  # one step, in this process
     parser.add_argument("--gpus", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
+    dataset = Path(args.dataset).resolve() if args.dataset else None
     if args.step:
-        kwargs = {"gpus": args.gpus} if args.step == "trainer" else {}
+        kwargs = {"gpus": args.gpus, "dataset": dataset} if args.step == "trainer" else {}
         print("RESULT " + json.dumps(STEPS[args.step](workdir, **kwargs)), flush=True)
         return 0
 
@@ -279,7 +337,15 @@ def main(argv=None) -> int:
     if not gpus:
         print("gpu-check: no CUDA device here (use --dry-run to check the plan on a CPU machine)", file=sys.stderr)
         return 2
-    steps = plan(workdir, gpus, args.skip_install)
+    steps = plan(workdir, gpus, args.skip_install, dataset)
+    if args.steps:
+        wanted = args.steps.split(",")
+        unknown = sorted(set(wanted) - {step.name for step in steps})
+        if unknown:
+            print(f"gpu-check: no step {', '.join(unknown)} on this machine; the steps: "
+                  f"{', '.join(step.name for step in steps)}", file=sys.stderr)
+            return 2
+        steps = [step for step in steps if step.name in wanted]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
     results, failed = {}, False
     for step in steps:
@@ -293,7 +359,7 @@ def main(argv=None) -> int:
         if step.name == "mfu":
             name = __import__("torch").cuda.get_device_name()
             step.command += ["--peak-tflops", str(peak_tflops(name) or 989.0)]
-        results[step.name] = run_step(step, env)
+        results[step.name] = run_step(step, env, workdir / "logs")
         r = results[step.name]
         print(f"gpu-check: {step.name:<10} {'passed' if r['passed'] else 'FAILED'}  {r['seconds']:6.1f} s  "
               f"{r['figure']}", flush=True)

@@ -19,6 +19,8 @@ import torch
 
 def time_steps(step, steps: int) -> float:
     step()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the warm-up's kernels are not part of the timed steps
     started = time.perf_counter()
     for _ in range(steps):
         step()

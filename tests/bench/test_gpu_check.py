@@ -8,7 +8,7 @@ from bench.gpu_check import main, peak_tflops
 def test_the_dry_run_plans_every_step_and_touches_no_cuda(tmp_path, capsys):
     assert main(["--dry-run", "--workdir", str(tmp_path), "--out", str(tmp_path / "gpu_check.json")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    for step in ("install", "curation", "tokenizer", "model", "mfu", "trainer", "tp2", "pp2"):
+    for step in ("install", "curation", "tokenizer", "model", "model_te", "mfu", "trainer", "tp2", "pp2"):
         assert sum(line.startswith(f"gpu-check: {step} ") and " ok " in line for line in lines) == 1, lines
     assert not torch.cuda.is_initialized()
     assert not (tmp_path / "gpu_check.json").exists()  # a plan, not results
