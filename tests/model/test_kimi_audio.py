@@ -40,6 +40,12 @@ def test_parameter_count_formula_matches_the_built_model(model):
     assert parameter_count(model.cfg) == sum(p.numel() for p in model.parameters())
 
 
+def test_train_deterministic_reaches_megatron(megatron, model):
+    # megatron's deterministic embedding: indexing instead of F.embedding, whose backward adds atomically
+    assert model.embedding.deterministic_mode is False
+    assert build_model(kimi_audio_tiny(deterministic=True)).embedding.deterministic_mode is True
+
+
 def test_a_bfloat16_model_has_every_parameter_in_bfloat16(megatron, whisper_folder):
     # megatron's distributed optimizer (GPUs) saves a group mixing float32 and bfloat16 parameters wrongly:
     # torch's RMSNorm (no Transformer Engine) and Whisper would otherwise stay float32
