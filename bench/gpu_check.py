@@ -71,8 +71,8 @@ def training_overrides(workdir: Path, dataset: Path, *extra: str) -> list[str]:
     inputs = workdir / "inputs"
     return [f"data.dataset={dataset}", f"data.text_tokenizer={inputs / 'text-tokenizer'}",
             f"data.text_corpus=[{inputs / 'corpus.jsonl'}]", f"model.whisper={inputs / 'whisper'}",
-            "model.preset=small", "model.params_dtype=bfloat16", "train.steps=20", "train.save_every=10", "train.log_every=1",
-            "train.eval_every=0", "train.deterministic=true", "data.num_workers=0", *extra]
+            "model.preset=small", "model.params_dtype=bfloat16", "train.steps=20", "train.save_every=10",
+            "train.log_every=1", "train.eval_every=0", "train.deterministic=true", "data.num_workers=0", *extra]
 
 
 def plan(workdir: Path, gpus: int, skip_install: bool, dataset: Path | None = None) -> list[Step]:
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir).resolve()
     dataset = Path(args.dataset).resolve() if args.dataset else None
     if args.step:
-        kwargs = {"gpus": args.gpus, "dataset": dataset} if args.step == "trainer" else {}
+        kwargs = {"gpus": args.gpus, "dataset": dataset or workdir / "curated"} if args.step == "trainer" else {}
         print("RESULT " + json.dumps(STEPS[args.step](workdir, **kwargs)), flush=True)
         return 0
 

@@ -258,32 +258,25 @@ def _scaled_blocks(opened_file, wanted: int, dtype: str, scale: float) -> np.nda
     return audio if done == wanted else audio[:done].copy()
 
 
+_LEVEL_BLOCK_FRAMES = 4096  # frames per block of frame_energy_db's sums
+
+
 def levels_of(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, float]:
     """What `AudioFile.scan` measures, of audio already in memory: (100 ms frame levels in dB, number of
-    samples, largest absolute sample); a partial last frame is dropped."""
+    samples, largest absolute sample); a partial last frame is dropped. 16-bit PCM is measured as the float
+    audio it stands for (PCM / 32768), the same values to the bit: it is made float one block of
+    frame_energy_db's frames at a time, so each block's sums see the same shapes."""
     if audio.size == 0:
         raise DecodeError("no audio samples (zero-length)")
     frame = level_frame(sample_rate)
     usable = len(audio) - len(audio) % frame if len(audio) >= frame else len(audio)
+    if audio.dtype == np.int16:
+        step = frame * _LEVEL_BLOCK_FRAMES
+        levels = np.concatenate([frame_energy_db(audio[first:min(first + step, usable)] * np.float32(PCM16_SCALE),
+                                                 frame) for first in range(0, usable, step)])
+        return levels, len(audio), max(int(audio.max()), -int(audio.min())) * PCM16_SCALE
     loudest = max(float(audio.max()), -float(audio.min()))  # no |audio| temporary: 460 MB for two hours
     return frame_energy_db(audio[:usable], frame), len(audio), loudest
-
-
-_LEVEL_BLOCK_FRAMES = 4096  # frames per block of frame_energy_db's sums
-
-
-def pcm16_levels(pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, float]:
-    """`levels_of` the float audio 16-bit `pcm` stands for (PCM / 32768), the same values to the bit: it is
-    made float one block of frame_energy_db's frames at a time, so each block's sums see the same shapes."""
-    if pcm.size == 0:
-        raise DecodeError("no audio samples (zero-length)")
-    frame = level_frame(sample_rate)
-    usable = len(pcm) - len(pcm) % frame if len(pcm) >= frame else len(pcm)
-    step = frame * _LEVEL_BLOCK_FRAMES
-    levels = [frame_energy_db(pcm[first:min(first + step, usable)] * np.float32(PCM16_SCALE), frame)
-              for first in range(0, usable, step)]
-    loudest = max(int(pcm.max()), -int(pcm.min())) * PCM16_SCALE
-    return np.concatenate(levels), len(pcm), loudest
 
 
 def frame_energy_db(audio: np.ndarray, frame: int, block_frames: int = _LEVEL_BLOCK_FRAMES) -> np.ndarray:

@@ -10,8 +10,7 @@ from typing import Collection, Iterator
 import numpy as np
 
 from pipeline.audio import (
-    PCM16_SCALE, AudioFile, level_frame, levels_of, loudness_gain, pcm16_levels, scaled_pcm16,
-    session_bounds_from_levels,
+    PCM16_SCALE, AudioFile, level_frame, levels_of, loudness_gain, scaled_pcm16, session_bounds_from_levels,
 )
 from pipeline.capacity import TaskResources
 from pipeline.shards.schema import recording_id_for
@@ -71,14 +70,10 @@ def decode_sessions(source: str, cfg: DecodeSettings, sample_rate: int, skip_rec
     try:
         audio_file = AudioFile(source, sample_rate, storage_options)
         header = audio_file.header_seconds
-        whole, whole_pcm = None, None
+        whole = None  # float32, or 16-bit PCM where pcm16 and the file is stored so
         if header is not None and header <= cfg.whole_file_minutes * 60:
-            if pcm16 and audio_file.reads_pcm16:
-                whole_pcm = audio_file.read_pcm16()
-            else:
-                whole = audio_file.read(0.0, None)
+            whole = audio_file.read_pcm16() if pcm16 and audio_file.reads_pcm16 else audio_file.read(0.0, None)
         levels, num_samples, loudest = (levels_of(whole, sample_rate) if whole is not None
-                                        else pcm16_levels(whole_pcm, sample_rate) if whole_pcm is not None
                                         else audio_file.scan(cfg.scan_block_seconds))
         gain = loudness_gain(levels, loudest, cfg.loudness_target_dbfs, cfg.max_gain_db, cfg.loudness_gate_db)
         bounds = session_bounds_from_levels(levels, level_frame(sample_rate), num_samples, sample_rate,
@@ -96,8 +91,8 @@ def decode_sessions(source: str, cfg: DecodeSettings, sample_rate: int, skip_rec
         work = RecordingWork(recording_id=recording_id, session=session if split else None,
                              offset=first / sample_rate, **common)
         try:
-            if whole_pcm is not None:
-                audio = scaled_pcm16(whole_pcm[first:last], gain)
+            if whole is not None and whole.dtype == np.int16:
+                audio = scaled_pcm16(whole[first:last], gain)
             else:
                 audio = (whole[first:last] if whole is not None
                          else audio_file.read(first / sample_rate, last / sample_rate)[: last - first])

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import (
-    PCM16_SCALE, DecodeError, decode_audio_file, frame_energy_db, levels_of, normalize_loudness, pcm16_levels,
+    PCM16_SCALE, DecodeError, decode_audio_file, frame_energy_db, levels_of, normalize_loudness,
     scaled_pcm16, session_bounds,
 )
 from pipeline.synthetic import speak
@@ -148,7 +148,7 @@ def test_levels_of_16_bit_pcm_are_those_of_its_float_audio_to_the_bit(num_sample
     sr = 100  # 10-sample frames: blocks of 4,096 frames with few samples
     pcm = np.random.default_rng(1).integers(-32768, 32768, num_samples).astype(np.int16)
     pcm[:3] = -32768  # the loudest sample is the most negative one
-    levels, count, loudest = pcm16_levels(pcm, sr)
+    levels, count, loudest = levels_of(pcm, sr)
     want_levels, want_count, want_loudest = levels_of(pcm * np.float32(PCM16_SCALE), sr)
     assert np.array_equal(levels, want_levels) and count == want_count and loudest == want_loudest == 1.0
 
