@@ -5,9 +5,9 @@
 Generated speech over noise, cut into segment-like clips (2-27 s, as diarization leaves them), is scored
 in one run by speechmos' own `DNSMOS` (Microsoft's package, P.808 included, one window per call, its
 sessions on onnxruntime's default threads) and by `pipeline.stages.dnsmos.DnsmosScorer` (the same model
-file and windows, no P.808, one thread, the trunk shared by overlapping windows) in float32 and bfloat16
-(where the CPU has it natively) at several window hops, and at hop 1 with the float32 trunk all in
-onnxruntime (no Winograd convolutions). Speeds are per core: audio seconds per CPU second
+file and windows, no P.808, one thread, the trunk and the head's first convolution shared by overlapping
+windows) in float32 and bfloat16 (where the CPU has it natively) at several window hops, and at hop 1 with
+the float32 trunk all in onnxruntime (no Winograd convolutions). Speeds are per core: audio seconds per CPU second
 of this process (onnxruntime pins its own threads, so wall time on a "pinned" process would count two
 cores as one). Silero VAD over the same clips is a second reference. At hop 1 the scores must agree with
 speechmos' within 0.01; the target is 40x real time per core.

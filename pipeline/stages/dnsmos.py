@@ -15,11 +15,16 @@ window at all. So the model is cut after that first pooling (`TRUNK_OUTPUT`):
   at each window edge, where the window's own zero padding changes the result (window and strip starts
   are even frames, so the pooling pairs line up);
 - each window's pooled trunk output is assembled from the strips' outer 2 positions and the clip's run
-  between them, and the head (three small convolutions, pooling, dense layers) runs on it per window.
+  between them;
+- the head's first convolution (at half resolution, 73% of the head's work) is shared one level down in
+  the same way (`MIDDLE_OUTPUT`): it runs once over the clip's pooled trunk and once over a 6-position
+  strip at each window edge (the window's own 2 positions at that edge and the clip's 4 inside them),
+  and after its pooling each window takes its outer 2 positions from the strips, the rest from the clip;
+- the rest of the head (two small convolutions, pooling, dense layers) runs per window.
 Every window gets the value the whole model gives it, to float rounding, at roughly the cost of scoring
 each second of audio once instead of nine times (tests/pipeline/stages/test_dnsmos.py compares with
-speechmos). One trunk and one head session per actor on the threads the stage was given; on CUDA through
-onnxruntime's CUDA provider.
+speechmos). One trunk, one middle and one head session per actor on the threads the stage was given; on
+CUDA through onnxruntime's CUDA provider.
 
 `precision="bfloat16"` runs the trunk's four convolutions in bfloat16 through torch (oneDNN), weights
 from the same file, accumulating in float32; the head stays onnxruntime's in float32. On a CPU with
@@ -49,7 +54,13 @@ HALO = 4  # frames: four 3x3 convolutions at full resolution, one frame of conte
 STRIP = 2 * HALO  # frames computed alone at each window edge
 TRUNK_INPUT = "mos_estimator_logpow/concat:0"  # the frames, (windows, frames, 320)
 TRUNK_OUTPUT = "mos_estimator_logpow/conv2d_3/Relu:0_pooling0"  # after the first 2x2 max pooling
+MIDDLE_OUTPUT = "mos_estimator_logpow/max_pooling2d/MaxPool_1_conv0"  # the head's first convolution, pooled
 HEAD_OUTPUT = "Identity:0"
+# pooled trunk positions that depend on the window (its outer HALO frames), and the strip of them the
+# middle convolution is run on at each window edge: 3 positions exact after its one-position context,
+# even-sized so that its pooling pairs line up with the window's
+EDGE_POSITIONS = HALO // 2
+MIDDLE_STRIP = 3 * EDGE_POSITIONS
 # the clip's trunk in pieces whose largest activation (128 channels: 16 MB in bfloat16) stays in the
 # last-level cache: 8% faster than whole windows in bfloat16, the same in float32, 2% more halo frames
 CHUNK_FRAMES = 400
@@ -135,20 +146,24 @@ def load_model(path: str):
 
 
 @lru_cache(maxsize=None)
-def split_model(path: str) -> tuple[bytes, bytes]:
-    """The model cut after its first pooling: (trunk, head) as serialised ONNX; the trunk takes any
-    (even) number of frames."""
+def split_model(path: str) -> tuple[bytes, bytes, bytes]:
+    """The model cut after its first and second poolings: (trunk, middle, head) as serialised ONNX; the
+    trunk and the middle take any (even) length."""
     import onnx
     from onnx.utils import Extractor
 
     extractor = Extractor(onnx.shape_inference.infer_shapes(load_model(path)))
-    trunk = extractor.extract_model([TRUNK_INPUT], [TRUNK_OUTPUT])
-    del trunk.graph.value_info[:]  # shapes inferred for 900 frames
-    for tensor, time_axis in ((trunk.graph.input[0], 1), (trunk.graph.output[0], 2)):
-        tensor.type.tensor_type.shape.dim[0].dim_param = "windows"
-        tensor.type.tensor_type.shape.dim[time_axis].dim_param = "frames"
-    head = extractor.extract_model([TRUNK_OUTPUT], [HEAD_OUTPUT])
-    return trunk.SerializeToString(), head.SerializeToString()
+
+    def any_length(part, time_axes):
+        del part.graph.value_info[:]  # shapes inferred for 900 frames
+        for tensor, time_axis in zip((part.graph.input[0], part.graph.output[0]), time_axes):
+            tensor.type.tensor_type.shape.dim[0].dim_param = "windows"
+            tensor.type.tensor_type.shape.dim[time_axis].dim_param = "frames"
+        return part.SerializeToString()
+
+    trunk = any_length(extractor.extract_model([TRUNK_INPUT], [TRUNK_OUTPUT]), (1, 2))
+    middle = any_length(extractor.extract_model([TRUNK_OUTPUT], [MIDDLE_OUTPUT]), (2, 2))
+    return trunk, middle, extractor.extract_model([MIDDLE_OUTPUT], [HEAD_OUTPUT]).SerializeToString()
 
 
 class TorchTrunk:
@@ -288,7 +303,7 @@ class DnsmosScorer:
             if problem := cuda_provider_problem():
                 raise RuntimeError(problem)
             providers.insert(0, "CUDAExecutionProvider")
-        trunk, head = split_model(model_path())
+        trunk, middle, head = split_model(model_path())
         self.precision = resolve_precision(precision, device)
         if self.precision == "bfloat16":
             self.run_trunk = self.run_edges = BFloat16Trunk(model_path(), threads)
@@ -297,6 +312,8 @@ class DnsmosScorer:
             self.run_trunk = self.run_edges = lambda batch: session.run(None, {TRUNK_INPUT: batch})[0]
             if winograd and not runs_on_gpu(device) and winograd_available():
                 self.run_trunk = WinogradTrunk(model_path(), threads)
+        middle = ort.InferenceSession(middle, options, providers=providers)
+        self.run_middle = lambda batch: middle.run(None, {TRUNK_OUTPUT: batch})[0]
         self.head = ort.InferenceSession(head, options, providers=providers)
         self.batch_windows = batch_windows or (16 if runs_on_gpu(device) else 1)
         self.hop_seconds = hop_seconds
@@ -314,17 +331,29 @@ class DnsmosScorer:
 
     def raw_scores(self, audio: np.ndarray, starts: list[int]) -> np.ndarray:
         """The model's raw (sig, bak, ovrl) for the windows of `audio` beginning at `starts`."""
-        firsts = [s // FRAME_HOP for s in starts]  # whole seconds: 100 frames each, even
+        firsts = [s // FRAME_HOP for s in starts]  # whole seconds: 100 frames each, a multiple of 4
         shared = self.clip_trunk(audio, firsts[-1] + WINDOW_FRAMES)
         edges = self.run_edges(np.stack([frames(audio, f + offset, STRIP)
                                          for f in firsts for offset in (0, WINDOW_FRAMES - STRIP)]))
-        keep, length = HALO // 2, WINDOW_FRAMES // 2  # pooled positions
+        # the head's first convolution (and pooling) is shared the same way, one level down: over the
+        # clip's pooled trunk once, and over a strip at each window edge of the window's own pooled trunk
+        # (its edge positions, then the clip's), whose outer EDGE_POSITIONS pooled outputs are the window's
+        edge, length = EDGE_POSITIONS, WINDOW_FRAMES // 2  # pooled trunk positions
+        strips = []
+        for k, f in enumerate(firsts):
+            at = f // 2
+            strips.append(np.concatenate([edges[2 * k][:, :edge], shared[:, at + edge:at + MIDDLE_STRIP]], axis=1))
+            strips.append(np.concatenate([shared[:, at + length - MIDDLE_STRIP:at + length - edge],
+                                          edges[2 * k + 1][:, STRIP // 2 - edge:]], axis=1))
+        middle_edges = self.run_middle(np.stack(strips))
+        middle = self.run_middle(shared[None])[0]
+        keep, length = EDGE_POSITIONS, length // 2  # positions after the middle's pooling: as many differ
         rows = []
         for i in range(0, len(firsts), self.batch_windows):
-            batch = [np.concatenate([edges[2 * k][:, :keep], shared[:, f // 2 + keep:f // 2 + length - keep],
-                                     edges[2 * k + 1][:, keep:]], axis=1)
+            batch = [np.concatenate([middle_edges[2 * k][:, :keep], middle[:, f // 4 + keep:f // 4 + length - keep],
+                                     middle_edges[2 * k + 1][:, -keep:]], axis=1)
                      for k, f in enumerate(firsts[i:i + self.batch_windows], start=i)]
-            rows.append(self.head.run(None, {TRUNK_OUTPUT: np.stack(batch)})[0])
+            rows.append(self.head.run(None, {MIDDLE_OUTPUT: np.stack(batch)})[0])
         return np.concatenate(rows).astype(np.float64)
 
     def score(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
