@@ -56,9 +56,9 @@ TRUNK_INPUT = "mos_estimator_logpow/concat:0"  # the frames, (windows, frames, 3
 TRUNK_OUTPUT = "mos_estimator_logpow/conv2d_3/Relu:0_pooling0"  # after the first 2x2 max pooling
 MIDDLE_OUTPUT = "mos_estimator_logpow/max_pooling2d/MaxPool_1_conv0"  # the head's first convolution, pooled
 HEAD_OUTPUT = "Identity:0"
-# pooled trunk positions that depend on the window (its outer HALO frames), and the strip of them the
-# middle convolution is run on at each window edge: 3 positions exact after its one-position context,
-# even-sized so that its pooling pairs line up with the window's
+# pooled trunk positions that depend on the window (its outer HALO frames), and the strip of pooled trunk
+# the middle convolution runs on at each window edge: its 4 outputs nearest the edge are exact (one
+# position of context), and an even size keeps its pooling pairs in line with the window's
 EDGE_POSITIONS = HALO // 2
 MIDDLE_STRIP = 3 * EDGE_POSITIONS
 # the clip's trunk in pieces whose largest activation (128 channels: 16 MB in bfloat16) stays in the
