@@ -337,21 +337,21 @@ class DnsmosScorer:
                                          for f in firsts for offset in (0, WINDOW_FRAMES - STRIP)]))
         # the head's first convolution (and pooling) is shared the same way, one level down: over the
         # clip's pooled trunk once, and over a strip at each window edge of the window's own pooled trunk
-        # (its edge positions, then the clip's), whose outer EDGE_POSITIONS pooled outputs are the window's
-        edge, length = EDGE_POSITIONS, WINDOW_FRAMES // 2  # pooled trunk positions
+        # (its edge positions, then the clip's); the window's own positions at each edge are as many
+        # (EDGE_POSITIONS) before the middle's pooling as after it
+        edge, pooled, middled = EDGE_POSITIONS, WINDOW_FRAMES // 2, WINDOW_FRAMES // 4  # a window's lengths
         strips = []
         for k, f in enumerate(firsts):
             at = f // 2
             strips.append(np.concatenate([edges[2 * k][:, :edge], shared[:, at + edge:at + MIDDLE_STRIP]], axis=1))
-            strips.append(np.concatenate([shared[:, at + length - MIDDLE_STRIP:at + length - edge],
+            strips.append(np.concatenate([shared[:, at + pooled - MIDDLE_STRIP:at + pooled - edge],
                                           edges[2 * k + 1][:, STRIP // 2 - edge:]], axis=1))
         middle_edges = self.run_middle(np.stack(strips))
         middle = self.run_middle(shared[None])[0]
-        keep, length = EDGE_POSITIONS, length // 2  # positions after the middle's pooling: as many differ
         rows = []
         for i in range(0, len(firsts), self.batch_windows):
-            batch = [np.concatenate([middle_edges[2 * k][:, :keep], middle[:, f // 4 + keep:f // 4 + length - keep],
-                                     middle_edges[2 * k + 1][:, -keep:]], axis=1)
+            batch = [np.concatenate([middle_edges[2 * k][:, :edge], middle[:, f // 4 + edge:f // 4 + middled - edge],
+                                     middle_edges[2 * k + 1][:, -edge:]], axis=1)
                      for k, f in enumerate(firsts[i:i + self.batch_windows], start=i)]
             rows.append(self.head.run(None, {MIDDLE_OUTPUT: np.stack(batch)})[0])
         return np.concatenate(rows).astype(np.float64)
