@@ -87,6 +87,9 @@ def main(argv=None) -> int:
               f"speechmos: {theirs_s / ours_s:5.2f}   largest score difference: {worst:.4f}   target >= 40x: "
               f"{'met' if audio / ours_s >= 40 else 'NOT met'}")
         exact = exact and (hop != 1.0 or worst < 0.01)
+    picked = DnsmosScorer(threads=1, precision="float32").run_trunk
+    print(f"  float32 trunk an actor picks here (the faster on a chunk, timed at start): "
+          f"{'Winograd (NNPACK)' if isinstance(picked, WinogradTrunk) else 'onnxruntime'}")
     if not cpu_has_bfloat16():
         print("  (no bfloat16 row: this CPU has no native bfloat16, so `dnsmos_precision: auto` is float32 here)")
     return 0 if exact else 1

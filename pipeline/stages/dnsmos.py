@@ -30,14 +30,17 @@ CUDA through onnxruntime's CUDA provider.
 from the same file, accumulating in float32; the head stays onnxruntime's in float32. On a CPU with
 native bfloat16 (AVX512-BF16 or AMX) that is about 1.5x faster, and the scores move by a few thousandths
 (bench/quality.py prints both); "auto" takes it where the CPU has it. In float32 on a CPU without it,
-the clip's trunk runs its three wide convolutions through NNPACK's Winograd transform (torch, AVX2): 2.25x
-fewer multiplications, scores within 1e-6 of onnxruntime's, 1.3-1.5x faster on one thread. (The trunk is
-2.1 G multiply-adds per second of audio: at 40x real time, direct float32 convolution would need twice
+the clip's trunk can run its three wide convolutions through NNPACK's Winograd transform (torch, AVX2):
+2.25x fewer multiplications, scores within 1e-6 of onnxruntime's, 1.2-1.5x faster on one thread of an
+AVX2 core or an AMD AVX-512 one, but 0.7x of onnxruntime's AVX-512 convolutions on an Intel core with two
+512-bit FMA units. So each actor times both on one chunk when it starts and keeps the faster. (The trunk
+is 2.1 G multiply-adds per second of audio: at 40x real time, direct float32 convolution would need twice
 the peak of an AVX2 core at 2.6 GHz; onnxruntime's ran at about 80% of it.)
 """
 from __future__ import annotations
 
 import os
+import time
 from functools import lru_cache
 from typing import Sequence
 
@@ -285,14 +288,27 @@ class WinogradTrunk(TorchTrunk):
             return F.max_pool2d(x, 2).contiguous().numpy()
 
 
+def chunk_seconds(trunk) -> float:
+    """The best of two timed runs of `trunk` on one chunk of the clip's trunk (after one untimed run)."""
+    chunk = np.random.default_rng(0).uniform(-0.1, 0.1, (1, CHUNK_FRAMES + 2 * HALO, FRAME_SAMPLES)).astype(np.float32)
+    trunk(chunk)
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        trunk(chunk)
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
 class DnsmosScorer:
     """One trunk and one head per actor; `score` takes the clips of a batch. The head runs
     `batch_windows` windows at a time (1 on a CPU, where batching gains nothing; more on a GPU).
-    `winograd`: in float32 on a CPU, the clip's trunk through NNPACK where torch has it (False: all
-    in onnxruntime, the reference bench/quality.py compares it with)."""
+    `winograd`, in float32 on a CPU where torch has NNPACK: the clip's trunk through it (True), all in
+    onnxruntime (False, the reference bench/quality.py compares it with), or whichever of the two runs a
+    chunk faster here, timed once at start (None)."""
 
     def __init__(self, threads: int = 1, device: str = "cpu", batch_windows: int | None = None,
-                 hop_seconds: float = 1.0, precision: str = "float32", winograd: bool = True):
+                 hop_seconds: float = 1.0, precision: str = "float32", winograd: bool | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -310,8 +326,10 @@ class DnsmosScorer:
         else:
             session = ort.InferenceSession(trunk, options, providers=providers)
             self.run_trunk = self.run_edges = lambda batch: session.run(None, {TRUNK_INPUT: batch})[0]
-            if winograd and not runs_on_gpu(device) and winograd_available():
-                self.run_trunk = WinogradTrunk(model_path(), threads)
+            if winograd is not False and not runs_on_gpu(device) and winograd_available():
+                nnpack = WinogradTrunk(model_path(), threads)
+                if winograd or chunk_seconds(nnpack) < chunk_seconds(self.run_trunk):
+                    self.run_trunk = nnpack
         middle = ort.InferenceSession(middle, options, providers=providers)
         self.run_middle = lambda batch: middle.run(None, {TRUNK_OUTPUT: batch})[0]
         self.head = ort.InferenceSession(head, options, providers=providers)

@@ -51,6 +51,20 @@ def test_shared_trunk_gives_every_window_the_whole_models_output(clips, hop, win
         np.testing.assert_allclose(scorer.raw_scores(audio, starts), expected, atol=1e-4)
 
 
+@pytest.mark.skipif(not winograd_available(), reason="torch has no NNPACK on this CPU")
+@pytest.mark.parametrize("nnpack_faster", [True, False])
+def test_float32_trunk_is_the_one_that_ran_a_chunk_faster(monkeypatch, nnpack_faster):
+    """Left to choose, an actor keeps the trunk that was faster on its timed chunk (AVX2 and AMD cores
+    favour NNPACK's Winograd, Intel AVX-512 ones onnxruntime's); the timings are set here, not measured."""
+    import pipeline.stages.dnsmos as dnsmos
+
+    monkeypatch.setattr(dnsmos, "chunk_seconds",
+                        lambda trunk: 1.0 if isinstance(trunk, WinogradTrunk) == nnpack_faster else 2.0)
+    scorer = DnsmosScorer(threads=1, precision="float32")
+    assert isinstance(scorer.run_trunk, WinogradTrunk) == nnpack_faster
+    assert not isinstance(scorer.run_edges, WinogradTrunk)  # the edge strips stay in onnxruntime
+
+
 def test_auto_precision_follows_the_cpu():
     assert DnsmosScorer(precision="auto").precision == ("bfloat16" if cpu_has_bfloat16() else "float32")
 
