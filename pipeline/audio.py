@@ -115,12 +115,13 @@ _NATIVE_READ = {"PCM_16": _NativeRead("int16", PCM16_SCALE), "PCM_24": _NativeRe
 _NATIVE_BLOCK = 1 << 20  # samples read and scaled per step: no full-length integer copy of an hour
 
 
-def scaled_pcm16(samples: np.ndarray, factor: float) -> np.ndarray:
+def scaled_pcm16(samples: np.ndarray, factor: float, out: np.ndarray | None = None) -> np.ndarray:
     """round(samples x `factor`) as 16-bit PCM, clipped, computed in float32 a block at a time (no full-length
     float temporary for an hour). Float audio with factor 32768 gives its PCM; 16-bit PCM with a gain gives
     exactly the PCM of the float audio it stands for times that gain: scaling by a power of two commutes
-    with float rounding."""
-    pcm = np.empty(len(samples), dtype=np.int16)
+    with float rounding. `out`: the int16 array to fill, which may be 16-bit `samples` themselves (each
+    block is read whole before it is written)."""
+    pcm = np.empty(len(samples), dtype=np.int16) if out is None else out
     for first in range(0, len(samples), _NATIVE_BLOCK):
         block = samples[first:first + _NATIVE_BLOCK] * np.float32(factor)
         np.clip(block, -32768.0, 32767.0, out=block)

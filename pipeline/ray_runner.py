@@ -243,8 +243,12 @@ class _WriteActor:
     def __init__(self, settings: WriteSettings):
         self.settings = settings
 
-    def __call__(self, batch: dict) -> dict:
-        outcomes = write_recordings([pickle.loads(p) for p in batch["packed"]], self.settings)
+    def __call__(self, batch) -> dict:
+        # an Arrow batch: each recording is unpickled straight from the block's buffer in the object store,
+        # where a numpy batch would first copy every value into a bytes object (the whole batch, hundreds of
+        # MB for long sessions, into fresh memory)
+        packed = [pickle.loads(value.as_buffer()) for chunk in batch.column("packed").chunks for value in chunk]
+        outcomes = write_recordings(packed, self.settings)
         return {"outcome": [pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for o in outcomes]}
 
 
@@ -328,7 +332,7 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
         ds = ds.map(pack_row, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
     w = cfg.resources.write
     writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
-    ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="numpy",
+    ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="pyarrow",
                         compute=actor_pool(w), num_cpus=w.num_cpus, **declared_memory(w))
     for row in with_ticks(ds.iter_rows(), WAITING_TICK_SECONDS):
         yield None if row is None else pickle.loads(row["outcome"])

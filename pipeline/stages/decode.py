@@ -92,7 +92,9 @@ def decode_sessions(source: str, cfg: DecodeSettings, sample_rate: int, skip_rec
                              offset=first / sample_rate, **common)
         try:
             if whole is not None and whole.dtype == np.int16:
-                audio = scaled_pcm16(whole[first:last], gain)
+                # in place: sessions are disjoint and the levels are made, so the file's PCM is not read again,
+                # and no fresh session-sized array is faulted in (slow on a VM that hands freed memory back)
+                audio = scaled_pcm16(whole[first:last], gain, out=whole[first:last])
             else:
                 audio = (whole[first:last] if whole is not None
                          else audio_file.read(first / sample_rate, last / sample_rate)[: last - first])

@@ -159,3 +159,9 @@ def test_pcm_with_a_gain_is_the_pcm_of_its_float_audio_with_that_gain():
         float_audio = pcm * np.float32(PCM16_SCALE)
         float_audio *= np.float32(gain)
         assert np.array_equal(scaled_pcm16(pcm, gain), scaled_pcm16(float_audio, 1 / PCM16_SCALE))
+        # in place over a slice of a longer buffer (decode's sessions), across several 1 M-sample blocks
+        buffer = np.concatenate([pcm] * 8)
+        scaled_pcm16(buffer[1000:-1000], gain, out=buffer[1000:-1000])
+        want = np.concatenate([pcm] * 8)
+        assert np.array_equal(buffer[1000:-1000], scaled_pcm16(want[1000:-1000], gain))
+        assert np.array_equal(buffer[:1000], want[:1000]) and np.array_equal(buffer[-1000:], want[-1000:])
