@@ -28,14 +28,15 @@ CUDA through onnxruntime's CUDA provider.
 
 `precision="bfloat16"` runs the trunk's four convolutions in bfloat16 through torch (oneDNN), weights
 from the same file, accumulating in float32; the head stays onnxruntime's in float32. On a CPU with
-native bfloat16 (AVX512-BF16 or AMX) that is about 1.5x faster, and the scores move by a few thousandths
-(bench/quality.py prints both); "auto" takes it where the CPU has it. In float32 on a CPU without it,
-the clip's trunk can run its three wide convolutions through NNPACK's Winograd transform (torch, AVX2):
-2.25x fewer multiplications, scores within 1e-6 of onnxruntime's, 1.2-1.5x faster on one thread of an
-AVX2 core or an AMD AVX-512 one, but 0.7x of onnxruntime's AVX-512 convolutions on an Intel core with two
-512-bit FMA units. So each actor times both on one chunk when it starts and keeps the faster. (The trunk
-is 2.1 G multiply-adds per second of audio: at 40x real time, direct float32 convolution would need twice
-the peak of an AVX2 core at 2.6 GHz; onnxruntime's ran at about 80% of it.)
+native bfloat16 that is about 1.5x faster (AVX512-BF16) or 3x (AMX, on Intel Xeons since Sapphire
+Rapids), and the scores move by a few thousandths (bench/quality.py prints both); "auto" takes it where
+the CPU has it. In float32 on a CPU without it, the clip's trunk can run its three wide convolutions
+through NNPACK's Winograd transform (torch, AVX2): 2.25x fewer multiplications, scores within 1e-6 of
+onnxruntime's, 1.2-1.5x faster on one thread of an AVX2 core or an AMD AVX-512 one, but 0.7x of
+onnxruntime's AVX-512 convolutions on an Intel core with two 512-bit FMA units. So each actor times both
+on one chunk when it starts and keeps the faster (actors that pick differently give the same scores to
+1e-6). (The trunk is 2.1 G multiply-adds per second of audio: at 40x real time, direct float32
+convolution would need twice the peak of an AVX2 core at 2.6 GHz; onnxruntime's ran at about 80% of it.)
 """
 from __future__ import annotations
 
