@@ -199,7 +199,8 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
     # paid once per job, the rate below per hour of audio. The median of three: one run varies by 20%.
     # Each job alternates with a bare decode pass, as the machine's speed wanders (one bare pass read 5,778x
     # and 7,995x in two runs 20 minutes apart here): the ratio is of the two medians. Both start on a quiet
-    # machine: a job's end leaves Ray stopping its writer actor, which slowed a pass right after by a third.
+    # machine: a job's end left Ray stopping its writer actor (writers were actors until 2026-12-06), which
+    # slowed a pass right after by a third.
     runs, bare_pass = [], bare_decode(long_wav, "torchcodec")
 
     def long_job() -> float:
@@ -213,7 +214,7 @@ def overhead_and_memory(workdir: Path, models: dict, long_hours: float, cores: i
 
     warm, bare, passes = alternating_medians(long_job, quiet_bare_pass)
     summary = sorted(runs, key=lambda run: run[0])[len(runs) // 2][1]
-    # what every job pays whatever its input (planning, the writer actor's fresh process, the last commit):
+    # what every job pays whatever its input (planning, the tasks' hand-overs, the last commit):
     # a 2-second input's job, warm; the rest of the long job is what each further hour costs
     tiny = workdir / "tiny"
     tiny.mkdir()

@@ -5,7 +5,7 @@
         input=s3://bucket/raw/ output=s3://bucket/datasets/name
 
 INPUT and OUTPUT are local paths or storage URLs (pipeline/shards/storage.py); shards are committed by
-writer actors in the workers (pipeline/stages/write.py), the driver only tallies outcomes.
+writer tasks in the workers (pipeline/stages/write.py), the driver only tallies outcomes.
 
 Exactly once: recordings already committed, rejected or failed in OUTPUT are skipped, so a rerun after a
 crash adds exactly what is missing and a rerun after success adds nothing; `retry_failed=true` processes

@@ -1,7 +1,7 @@
 """Whether the curation job's pools can ever be scheduled on a cluster, checked before any work.
 
 Ray Data keeps every actor of a pool for the whole job (at least a pool's minimum size, when it is a
-[min, max] range that autoscales) and runs the decode and pack tasks beside them;
+[min, max] range that autoscales) and runs the decode, pack and write tasks beside them;
 when the actors' CPUs plus the tasks' exceed the cluster's, or one actor asks for more than any node
 has, it waits forever (with autoscaler errors). These are plain functions on plain data: the job checks
 an embedded Ray before starting it, and a real cluster once attached, waiting a configured time for
@@ -35,6 +35,24 @@ class TaskResources:
             problems.append(f"{setting}.num_cpus={self.num_cpus:g} must be > 0")
         if self.memory_mb < 0:
             problems.append(f"{setting}.memory_mb={self.memory_mb:g} must be a number of MB >= 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class WriteResources(TaskResources):
+    """The writers: Ray tasks, at most `concurrency` at once, each taking `batch_size` recordings. Tasks, not
+    actors: a writer keeps nothing between calls, and a task runs in a worker that is already up, where an
+    actor would start a fresh process per job (about 1 s and 1.5 CPU-seconds: Ray, `ray.data`, our modules)."""
+    concurrency: int = 1
+    batch_size: int = 1
+
+    def problems(self, setting: str) -> list[str]:
+        problems = super().problems(setting)
+        if self.batch_size < 1:
+            problems.append(f"{setting}.batch_size={self.batch_size} must be >= 1")
+        if self.concurrency < 1:
+            problems.append(f"{setting}.concurrency={self.concurrency!r} must be the most writer tasks at once, an "
+                            f"integer >= 1 (writers are tasks: there is no pool to size)")
         return problems
 
 
@@ -102,13 +120,14 @@ def memory_bytes(resources) -> float:
 
 
 def stage_demands(cfg) -> list[Demand]:
-    """The pools the job starts, from its `resources` section: model stages that are on, the writers,
-    decode and pack (`cfg` is a pipeline.config.CurateConfig). With no model stage, pack runs inside the
-    decode tasks (pipeline/ray_runner.py) and holds nothing of its own."""
+    """What the job holds at the least, from its `resources` section: the pools of the model stages that are
+    on, and one each of its tasks: decode, the writers and pack (`cfg` is a pipeline.config.CurateConfig).
+    With no model stage, pack runs inside the decode tasks (pipeline/ray_runner.py) and holds nothing of its own."""
     pools = cfg.pools()
     demands = [Demand(stage, float(r.num_cpus), float(r.num_gpus), pool_bounds(r.concurrency)[0], memory_bytes(r))
                for stage, r in pools.items()]
-    tasks = [("decode", cfg.resources.decode)] + ([("pack", cfg.resources.pack)] if set(pools) - {"write"} else [])
+    tasks = [("decode", cfg.resources.decode), ("write", cfg.resources.write)] + (
+        [("pack", cfg.resources.pack)] if pools else [])
     demands += [Demand(task, float(r.num_cpus), 0.0, 1, memory_bytes(r)) for task, r in tasks]
     return demands
 

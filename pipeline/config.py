@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 
 from omegaconf import MISSING
 
-from pipeline.capacity import PoolResources, TaskResources
+from pipeline.capacity import PoolResources, TaskResources, WriteResources
 from pipeline.model_folders import runs_on_gpu
 from pipeline.ray_runner import RaySettings
 from pipeline.stages.decode import DECODE_RESOURCES, DecodeSettings
@@ -35,10 +35,10 @@ INPUT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "webm", "
 
 @dataclass(frozen=True)
 class CurateResources:
-    """Per stage, what Ray gives it: decode and pack run as tasks, the others as actor pools."""
+    """Per stage, what Ray gives it: decode, pack and write run as tasks, the model stages as actor pools."""
     decode: TaskResources = field(default_factory=lambda: DECODE_RESOURCES)
     pack: TaskResources = field(default_factory=lambda: PACK_RESOURCES)
-    write: PoolResources = field(default_factory=lambda: WRITE_RESOURCES)
+    write: WriteResources = field(default_factory=lambda: WRITE_RESOURCES)
     enhance: PoolResources = field(default_factory=lambda: ENHANCE_RESOURCES)
     diarize: PoolResources = field(default_factory=lambda: DIARIZE_RESOURCES)
     transcribe: PoolResources = field(default_factory=lambda: TRANSCRIBE_RESOURCES)
@@ -66,9 +66,9 @@ class CurateConfig:
     resources: CurateResources = field(default_factory=CurateResources)
 
     def pools(self) -> dict[str, PoolResources]:
-        """The actor pools this config starts: the writers and the model stages that are on. Fixed windows
-        have no model: they run in the decode tasks, unless enhancement (a pool) comes before them."""
-        on = {"write": True, "enhance": self.enhance.enabled,
+        """The actor pools this config starts: the model stages that are on. Fixed windows have no model:
+        they run in the decode tasks, unless enhancement (a pool) comes before them."""
+        on = {"enhance": self.enhance.enabled,
               "diarize": self.diarize.backend != "fixed" or self.enhance.enabled,
               "transcribe": self.transcribe.enabled, "quality": self.quality.enabled,
               "tokenize": self.tokenize.enabled}
@@ -114,8 +114,6 @@ class CurateConfig:
         problems = []
         for stage in dataclasses.fields(self.resources):
             problems += getattr(self.resources, stage.name).problems(f"resources.{stage.name}")
-        if self.resources.write.num_gpus:
-            problems.append("resources.write.num_gpus: the writers use no GPU (set 0)")
         pools = self.pools()
         return problems + device_problems(self.stage_devices(), pools)
 

@@ -1,7 +1,7 @@
 """The only module that imports Ray: runs the curation stages as a streaming Ray Data pipeline.
 
 decode (tasks, one source each) -> model stages (actor pools: the model loads once per actor)
--> pack (tasks: encode FLAC/JSON/npy) -> write (an actor pool committing shards to the dataset's storage,
+-> pack (tasks: encode FLAC/JSON/npy) -> write (tasks committing shards to the dataset's storage,
 pipeline/stages/write.py) -> the driver, which only tallies small outcome records: no audio reaches it.
 A stage without a model (fixed windows) runs inside the decode tasks instead of a pool of its own, and
 when no model stage is left, so does pack: the audio then never travels between processes, only its FLAC.
@@ -237,26 +237,23 @@ def declared_memory(resources) -> dict:
     return {"memory": memory} if memory else {}
 
 
-class _WriteActor:
-    """Ray Data actor: commits each batch of packed recordings to shards, returns their outcomes."""
-
-    def __init__(self, settings: WriteSettings):
-        self.settings = settings
-
-    def __call__(self, batch) -> dict:
-        # an Arrow batch: each recording is unpickled straight from the block's buffer in the object store,
-        # where a numpy batch would first copy every value into a bytes object (the whole batch, hundreds of
-        # MB for long sessions, into fresh memory)
-        packed = [pickle.loads(value.as_buffer()) for chunk in batch.column("packed").chunks for value in chunk]
-        outcomes = write_recordings(packed, self.settings)
-        return {"outcome": [pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for o in outcomes]}
+def write(batch, settings: WriteSettings) -> dict:
+    """Ray Data task (the operator `MapBatches(write)`): commits a batch of packed recordings to shards and
+    returns their outcomes. A task, not an actor: it keeps nothing between batches, and runs in a worker that
+    is already up."""
+    # an Arrow batch: each recording is unpickled straight from the block's buffer in the object store, where
+    # a numpy batch would first copy every value into a bytes object (the whole batch, hundreds of MB for long
+    # sessions, into fresh memory)
+    packed = [pickle.loads(value.as_buffer()) for chunk in batch.column("packed").chunks for value in chunk]
+    outcomes = write_recordings(packed, settings)
+    return {"outcome": [pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for o in outcomes]}
 
 
 def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stages: list[StagePlan],
-                  pipeline: PipelineInfo, write: WriteSettings) -> Iterator[Optional[RecordingOutcome]]:
+                  pipeline: PipelineInfo, write_settings: WriteSettings) -> Iterator[Optional[RecordingOutcome]]:
     """Outcomes of written recordings as they finish, for `todo` = [(source, recording ids to skip)], in
     any order (None while waiting: stream_works); the writers commit everything before their outcomes arrive."""
-    decode_cfg, sample_rate, storage_options = cfg.decode, cfg.sample_rate, write.storage_options
+    decode_cfg, sample_rate, storage_options = cfg.decode, cfg.sample_rate, write_settings.storage_options
 
     # with no pool, only stages without a model run before pack (fixed windows: they read the length alone),
     # so a 16-bit file goes from its PCM to pack's without a float32 copy
@@ -267,15 +264,16 @@ def curate_stream(cfg: CurateConfig, todo: Iterable[tuple[str, list[str]]], stag
         yield from decode_sessions(source, decode_cfg, sample_rate, set(item["skip"]), storage_options, pcm16)
 
     items = [{"source": os.fsencode(source), "skip": list(skip)} for source, skip in todo]
-    yield from stream_works(cfg, items, decode, stages, partial(pack_recording, pipeline=pipeline), write)
+    yield from stream_works(cfg, items, decode, stages, partial(pack_recording, pipeline=pipeline), write_settings)
 
 
 def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[RecordingWork]], stages: list[StagePlan],
-                 pack: Callable[[RecordingWork], object], write: WriteSettings
+                 pack: Callable[[RecordingWork], object], write_settings: WriteSettings
                  ) -> Iterator[Optional[RecordingOutcome]]:
     """The streaming job of any input: each item `expand`s into works (tasks), the model stages run as actor
-    pools, `pack` turns a finished work into a PackedRecording (tasks), the writers commit. `cfg` holds `ray`,
-    `resources` (decode, pack, write and the stages') and `pools()` (the curation config, or prepare_sft's).
+    pools, `pack` turns a finished work into a PackedRecording (tasks), the writers (tasks) commit. `cfg`
+    holds `ray`, `resources` (decode, pack, write and the stages') and `pools()` (the curation config, or
+    prepare_sft's).
     None every WAITING_TICK_SECONDS without an outcome (actors loading their models, a long recording), so
     that the driver can show the job is alive."""
     import ray
@@ -331,9 +329,9 @@ def stream_works(cfg, items: list[dict], expand: Callable[[dict], Iterator[Recor
     if pooled:
         ds = ds.map(pack_row, num_cpus=cfg.resources.pack.num_cpus, **declared_memory(cfg.resources.pack))
     w = cfg.resources.write
-    writer = type("write", (_WriteActor,), {"__module__": __name__, "__qualname__": "write"})
-    ds = ds.map_batches(writer, fn_constructor_args=(write,), batch_size=w.batch_size, batch_format="pyarrow",
-                        compute=actor_pool(w), num_cpus=w.num_cpus, **declared_memory(w))
+    ds = ds.map_batches(write, fn_kwargs={"settings": write_settings}, batch_size=w.batch_size, batch_format="pyarrow",
+                        compute=ray.data.TaskPoolStrategy(size=w.concurrency), num_cpus=w.num_cpus,
+                        **declared_memory(w))
     for row in with_ticks(ds.iter_rows(), WAITING_TICK_SECONDS):
         yield None if row is None else pickle.loads(row["outcome"])
 

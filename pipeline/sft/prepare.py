@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, Optional
 import numpy as np
 from omegaconf import MISSING
 
-from pipeline.capacity import PoolResources, TaskResources
+from pipeline.capacity import PoolResources, TaskResources, WriteResources
 from pipeline.config import WORKING_SAMPLE_RATE, device_problems
 from pipeline.ray_runner import RaySettings
 from pipeline.sft.conversations import ConversationPlan
@@ -32,7 +32,7 @@ from pipeline.stages.write import WRITE_RESOURCES, ShardTargets
 class PrepareResources:
     decode: TaskResources = field(default_factory=lambda: DECODE_RESOURCES)
     pack: TaskResources = field(default_factory=lambda: PACK_RESOURCES)
-    write: PoolResources = field(default_factory=lambda: WRITE_RESOURCES)
+    write: WriteResources = field(default_factory=lambda: WRITE_RESOURCES)
     tokenize: PoolResources = field(default_factory=lambda: TOKENIZE_RESOURCES)
 
 
@@ -56,7 +56,7 @@ class PrepareSftConfig:
     resources: PrepareResources = field(default_factory=PrepareResources)
 
     def pools(self) -> dict[str, PoolResources]:
-        return {"write": self.resources.write, "tokenize": self.resources.tokenize}
+        return {"tokenize": self.resources.tokenize}
 
     def stage_devices(self) -> dict[str, str]:
         return {"tokenize": self.tokenize.device}

@@ -2,10 +2,10 @@
 
 This module is the reference for how the curation job commits data (README, "The curated dataset").
 
-Writers run in the Ray workers, a pool of `resources.write.concurrency` actors; each call takes a batch
-of `resources.write.batch_size` whole recordings, fills shards with them (a recording never spans
+Writers run in the Ray workers as tasks, at most `resources.write.concurrency` at once; each takes a
+batch of `resources.write.batch_size` whole recordings, fills shards with them (a recording never spans
 shards, its segments stay in order) and commits every shard before it returns, so nothing is left open
-when the stream ends. The driver gets back one small `RecordingOutcome` per recording, never audio.
+when the stream ends and nothing is kept from one batch to the next. The driver gets back one small `RecordingOutcome` per recording, never audio.
 
 Commit, per shard, on every backend (pipeline/shards/storage.py):
 1. the tar becomes `shards/NAME.tar` whole: on a local disk through a temp name, fsync and rename; on an
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from pipeline.capacity import PoolResources
+from pipeline.capacity import WriteResources
 from pipeline.shards.writer import ShardWriter
 from pipeline.stages.pack import PackedRecording
 
@@ -50,7 +50,7 @@ class ShardTargets:
 
 
 # each call's whole recordings become shards; batch_size recordings per call
-WRITE_RESOURCES = PoolResources(concurrency=(1, 16), num_cpus=1, memory_mb=4096, batch_size=8)
+WRITE_RESOURCES = WriteResources(concurrency=16, num_cpus=1, memory_mb=4096, batch_size=8)
 
 
 @dataclass(frozen=True)

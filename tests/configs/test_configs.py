@@ -112,6 +112,7 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("resources.quality.concurrency=[3,1]", r"a \[min, max\] range with 1 <= min <= max"),
     ("resources.quality.concurrency=0", "must be a pool size >= 1"),
     ("resources.transcribe.memory_mb=-1", "memory_mb=-1 must be a number of MB >= 0"),
+    ("resources.write.concurrency=0", "must be the most writer tasks at once"),
     ("resources.quality.concurrency=[9,12]", "the pools need 4 CPU together"),  # the minimum must fit
     ("resources.transcribe.memory_mb=100000000", "no node has that much memory"),
     ("diarize.audio=denoised", "choose original"),
