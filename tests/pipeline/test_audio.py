@@ -143,10 +143,11 @@ def test_frame_energy_of_a_full_scale_square_is_0_dbfs():
     assert frame_energy_db(np.ones(1600, dtype=np.float32), 160) == pytest.approx(np.zeros(10))
 
 
-@pytest.mark.parametrize("num_samples", [5, 100_003, 2 * 4096 * 10])  # under a frame; 3 blocks of frames; 2 exactly
-def test_levels_of_16_bit_pcm_are_those_of_its_float_audio_to_the_bit(num_samples):
-    sr = 100  # 10-sample frames: blocks of 4,096 frames with few samples
+# 10-sample frames (sr 100): blocks of 4,096 frames with few samples; 1,600-sample frames (16 kHz) at full scale
+@pytest.mark.parametrize("num_samples, sr", [(5, 100), (100_003, 100), (2 * 4096 * 10, 100), (160_005, 16000)])
+def test_levels_of_16_bit_pcm_are_those_of_its_float_audio_to_the_bit(num_samples, sr):
     pcm = np.random.default_rng(1).integers(-32768, 32768, num_samples).astype(np.int16)
+    pcm[-3200:-1600] = -32768  # a frame of the largest square
     pcm[:3] = -32768  # the loudest sample is the most negative one
     levels, count, loudest = levels_of(pcm, sr)
     want_levels, want_count, want_loudest = levels_of(pcm * np.float32(PCM16_SCALE), sr)
