@@ -16,6 +16,7 @@ import os
 import tarfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import IO, Mapping, Optional, Sequence
 
@@ -79,6 +80,14 @@ def encode_sample(sample: SegmentSample) -> EncodedSample:
     return EncodedSample(rec, tuple(members))
 
 
+_HASHER = ThreadPoolExecutor(1, thread_name_prefix="shard-hashes")
+_COPY_BYTES = 1 << 22  # a member in one write or a few, where tarfile would make 16 KB ones
+
+
+def member_digests(members: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    return {suffix: hashlib.sha256(data).hexdigest() for suffix, data in members}
+
+
 class _OpenShard:
     """A tar being written where nobody reads it (a temp name, or a local staging file for an object
     store), with the manifest rows of what it holds."""
@@ -87,7 +96,7 @@ class _OpenShard:
         self.name = name
         self._staged = contextlib.ExitStack()
         self.file: IO[bytes] = self._staged.enter_context(layout.storage.open_atomic(layout.shard_tar(name)))
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT, copybufsize=_COPY_BYTES)
         self.rows: list[dict] = []
         self.record_type: type = SegmentRecord  # a conversation dataset's manifest has its extra columns
         self.rejected: list[RejectedRecord] = []
@@ -95,14 +104,14 @@ class _OpenShard:
         self.num_bytes = 0
 
     def add(self, sample: EncodedSample) -> None:
-        digests, size, record = {}, 0, sample.record
+        # the members are hashed in a thread while this one writes them: hashlib releases the GIL, as do writes
+        hashing, size, record = _HASHER.submit(member_digests, sample.members), 0, sample.record
         for suffix, data in sample.members:
             info = tarfile.TarInfo(f"{record.key}.{suffix}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             self.tar.addfile(info, io.BytesIO(data))
-            digests[suffix] = hashlib.sha256(data).hexdigest()
             size += len(data)
-        self.rows.append(manifest_row(record, self.name, digests, size))
+        self.rows.append(manifest_row(record, self.name, hashing.result(), size))
         self.record_type = type(record)
         self.recording_ids.add(record.recording_id)
         self.num_bytes += size
