@@ -81,6 +81,7 @@ def encode_sample(sample: SegmentSample) -> EncodedSample:
 
 
 _HASHER = ThreadPoolExecutor(1, thread_name_prefix="shard-hashes")
+_HASH_APART_BYTES = 1 << 18
 _COPY_BYTES = 1 << 22  # a member in one write or a few, where tarfile would make 16 KB ones
 
 
@@ -104,14 +105,16 @@ class _OpenShard:
         self.num_bytes = 0
 
     def add(self, sample: EncodedSample) -> None:
-        # the members are hashed in a thread while this one writes them: hashlib releases the GIL, as do writes
-        hashing, size, record = _HASHER.submit(member_digests, sample.members), 0, sample.record
+        # a large sample's members are hashed in a thread while this one writes them (hashlib releases the GIL,
+        # as do writes); a small one's here, where the hand-over would cost more than it saves
+        size, record = sample.num_bytes, sample.record
+        hashing = _HASHER.submit(member_digests, sample.members) if size >= _HASH_APART_BYTES else None
         for suffix, data in sample.members:
             info = tarfile.TarInfo(f"{record.key}.{suffix}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             self.tar.addfile(info, io.BytesIO(data))
-            size += len(data)
-        self.rows.append(manifest_row(record, self.name, hashing.result(), size))
+        digests = member_digests(sample.members) if hashing is None else hashing.result()
+        self.rows.append(manifest_row(record, self.name, digests, size))
         self.record_type = type(record)
         self.recording_ids.add(record.recording_id)
         self.num_bytes += size
