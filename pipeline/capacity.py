@@ -38,6 +38,10 @@ class TaskResources:
         return problems
 
 
+def batch_size_problems(setting: str, batch_size: int) -> list[str]:
+    return [f"{setting}.batch_size={batch_size} must be >= 1"] if batch_size < 1 else []
+
+
 @dataclass(frozen=True)
 class WriteResources(TaskResources):
     """The writers: Ray tasks, at most `concurrency` at once, each taking `batch_size` recordings. Tasks, not
@@ -47,9 +51,7 @@ class WriteResources(TaskResources):
     batch_size: int = 1
 
     def problems(self, setting: str) -> list[str]:
-        problems = super().problems(setting)
-        if self.batch_size < 1:
-            problems.append(f"{setting}.batch_size={self.batch_size} must be >= 1")
+        problems = super().problems(setting) + batch_size_problems(setting, self.batch_size)
         if self.concurrency < 1:
             problems.append(f"{setting}.concurrency={self.concurrency!r} must be the most writer tasks at once, an "
                             f"integer >= 1 (writers are tasks: there is no pool to size)")
@@ -65,9 +67,7 @@ class PoolResources(TaskResources):
     batch_size: int = 1
 
     def problems(self, setting: str) -> list[str]:
-        problems = super().problems(setting)
-        if self.batch_size < 1:
-            problems.append(f"{setting}.batch_size={self.batch_size} must be >= 1")
+        problems = super().problems(setting) + batch_size_problems(setting, self.batch_size)
         if not valid_pool_size(self.concurrency):
             problems.append(f"{setting}.concurrency={self.concurrency!r} must be a pool size >= 1 or a [min, max] "
                             f"range with 1 <= min <= max")
