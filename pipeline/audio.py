@@ -265,19 +265,37 @@ _LEVEL_BLOCK_FRAMES = 4096  # frames per block of frame_energy_db's sums
 def levels_of(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, float]:
     """What `AudioFile.scan` measures, of audio already in memory: (100 ms frame levels in dB, number of
     samples, largest absolute sample); a partial last frame is dropped. 16-bit PCM is measured as the float
-    audio it stands for (PCM / 32768), the same values to the bit: it is made float one block of
-    frame_energy_db's frames at a time, so each block's sums see the same shapes."""
+    audio it stands for (PCM / 32768), the same values to the bit (pcm16_levels)."""
     if audio.size == 0:
         raise DecodeError("no audio samples (zero-length)")
     frame = level_frame(sample_rate)
     usable = len(audio) - len(audio) % frame if len(audio) >= frame else len(audio)
     if audio.dtype == np.int16:
-        step = frame * _LEVEL_BLOCK_FRAMES
-        levels = np.concatenate([frame_energy_db(audio[first:min(first + step, usable)] * np.float32(PCM16_SCALE),
-                                                 frame) for first in range(0, usable, step)])
-        return levels, len(audio), max(int(audio.max()), -int(audio.min())) * PCM16_SCALE
+        if usable < frame:
+            loudest = max(int(audio.max()), -int(audio.min())) * PCM16_SCALE
+            return frame_energy_db(audio * np.float32(PCM16_SCALE), frame), len(audio), loudest
+        levels, loudest = pcm16_levels(audio, frame)
+        return levels, len(audio), loudest
     loudest = max(float(audio.max()), -float(audio.min()))  # no |audio| temporary: 460 MB for two hours
     return frame_energy_db(audio[:usable], frame), len(audio), loudest
+
+
+def pcm16_levels(pcm: np.ndarray, frame: int, block_frames: int = 256) -> tuple[np.ndarray, float]:
+    """frame_energy_db of the float audio PCM / 32768, and its largest absolute sample, in one pass over the
+    PCM a cache-sized block at a time. The same values to the bit: a frame's float64 sum of (PCM / 32768)^2
+    is exact (every term a whole multiple of 2^-30, and a frame's sum of them within 53 bits), so it is the
+    frame's integer sum of PCM^2 times 2^-30, which is what is made here."""
+    usable = len(pcm) - len(pcm) % frame
+    frames = pcm[:usable].reshape(-1, frame)
+    sums = np.empty(len(frames), dtype=np.float64)
+    high, low = int(pcm[usable:].max(initial=0)), int(pcm[usable:].min(initial=0))
+    for first in range(0, len(frames), block_frames):
+        block = frames[first:first + block_frames]
+        high, low = max(high, int(block.max())), min(low, int(block.min()))
+        wide = block.astype(np.int32)
+        sums[first:first + block_frames] = np.einsum("ij,ij->i", wide, wide, dtype=np.int64)
+    power = sums * (PCM16_SCALE * PCM16_SCALE) / frame
+    return 10 * np.log10(np.maximum(power, 1e-20)), max(high, -low) * PCM16_SCALE
 
 
 def frame_energy_db(audio: np.ndarray, frame: int, block_frames: int = _LEVEL_BLOCK_FRAMES) -> np.ndarray:
