@@ -80,9 +80,16 @@ def encode_sample(sample: SegmentSample) -> EncodedSample:
     return EncodedSample(rec, tuple(members))
 
 
-_HASHER = ThreadPoolExecutor(1, thread_name_prefix="shard-hashes")
-_HASH_APART_BYTES = 1 << 18
+_HASH_APART_BYTES = 1 << 18  # a sample this large is hashed in the writer's thread (_OpenShard.add)
 _COPY_BYTES = 1 << 22  # a member in one write or a few, where tarfile would make 16 KB ones
+_hasher: list[ThreadPoolExecutor] = []  # made on first use; a forked child, whose copy has no thread, makes its own
+os.register_at_fork(after_in_child=_hasher.clear)
+
+
+def hashing_thread() -> ThreadPoolExecutor:
+    if not _hasher:
+        _hasher.append(ThreadPoolExecutor(1, thread_name_prefix="shard-hashes"))
+    return _hasher[0]
 
 
 def member_digests(members: Sequence[tuple[str, bytes]]) -> dict[str, str]:
@@ -108,7 +115,7 @@ class _OpenShard:
         # a large sample's members are hashed in a thread while this one writes them (hashlib releases the GIL,
         # as do writes); a small one's here, where the hand-over would cost more than it saves
         size, record = sample.num_bytes, sample.record
-        hashing = _HASHER.submit(member_digests, sample.members) if size >= _HASH_APART_BYTES else None
+        hashing = hashing_thread().submit(member_digests, sample.members) if size >= _HASH_APART_BYTES else None
         for suffix, data in sample.members:
             info = tarfile.TarInfo(f"{record.key}.{suffix}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644

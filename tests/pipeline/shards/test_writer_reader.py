@@ -164,3 +164,38 @@ def test_failed_inputs_are_recorded_and_counted(tmp_path):
     stats = dataset_stats(layout)
     assert stats["totals"]["failed"] == 1
     assert stats["failed_by_stage"] == [{"stage": "decode", "error_type": "DecodeError", "count": 1}]
+
+
+def test_large_samples_are_hashed_beside_their_writes_also_in_a_forked_child(tmp_path, dialogs):
+    """A sample of 256 KB or more is hashed in the writer's thread while its members are written; a process
+    forked after that thread started has no copy of it and starts its own (the parent's would never run)."""
+    import dataclasses
+    import signal
+
+    from pipeline.shards import AudioInfo, SegmentSample
+    from pipeline.shards.verify import verify_dataset
+
+    source, dialog = dialogs[0]
+    first = dialog_samples(source, dialog)[0][0].record
+    seconds = 12  # 16-bit white noise: about 380 KB of FLAC
+    record = dataclasses.replace(first, end=first.start + seconds, words=(), tokens=None,
+                                 audio=AudioInfo(sample_rate=SAMPLE_RATE, num_samples=seconds * SAMPLE_RATE))
+    noise = np.random.default_rng(0).uniform(-0.9, 0.9, seconds * SAMPLE_RATE).astype(np.float32)
+
+    def write_and_verify(root: Path) -> list:
+        with ShardWriter(root, sample_rate=SAMPLE_RATE, target_bytes=10_000_000, target_samples=5) as writer:
+            writer.add_recording([SegmentSample(record=record, audio=noise)])
+        layout = DatasetLayout.of(root)
+        assert read_manifest(layout, columns=["size_bytes"]).column("size_bytes")[0].as_py() >= 1 << 18
+        return verify_dataset(layout)[1]
+
+    assert write_and_verify(tmp_path / "parent") == []
+    child = os.fork()
+    if child == 0:  # the child reports through its exit status, never returning into pytest
+        signal.alarm(30)  # a child waiting on the parent's thread would hang: SIGALRM ends it instead
+        status = 1
+        try:
+            status = 0 if write_and_verify(tmp_path / "child") == [] else 1
+        finally:
+            os._exit(status)
+    assert os.waitpid(child, 0)[1] == 0
