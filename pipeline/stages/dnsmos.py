@@ -315,25 +315,37 @@ class DnsmosScorer:
         options = ort.SessionOptions()
         # onnxruntime would otherwise take every core of the machine in every actor
         options.intra_op_num_threads, options.inter_op_num_threads = max(1, threads), 1
-        providers = ["CPUExecutionProvider"]
         if runs_on_gpu(device):
             if problem := cuda_provider_problem():
                 raise RuntimeError(problem)
-            providers.insert(0, "CUDAExecutionProvider")
+            # CUDA and cuDNN from the `nvidia` pip packages torch brought, as onnxruntime documents
+            getattr(ort, "preload_dlls", lambda: None)()
+
+        def session_for(model: bytes):
+            if not runs_on_gpu(device):
+                return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model, options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            # onnxruntime falls back to the CPU with a log line when its CUDA provider cannot start
+            if session.get_providers()[0] != "CUDAExecutionProvider":
+                from onnxruntime.capi.build_and_package_info import cuda_version
+                raise RuntimeError(f"onnxruntime {ort.__version__} could not start its CUDA provider (built for CUDA "
+                                   f"{cuda_version} and cuDNN 9: are they loadable?), so DNSMOS would run on the CPU")
+            return session
+
         trunk, middle, head = split_model(model_path())
         self.precision = resolve_precision(precision, device)
         if self.precision == "bfloat16":
             self.run_trunk = self.run_edges = BFloat16Trunk(model_path(), threads)
         else:
-            session = ort.InferenceSession(trunk, options, providers=providers)
+            session = session_for(trunk)
             self.run_trunk = self.run_edges = lambda batch: session.run(None, {TRUNK_INPUT: batch})[0]
             if winograd is not False and not runs_on_gpu(device) and winograd_available():
                 nnpack = WinogradTrunk(model_path(), threads)
                 if winograd or chunk_seconds(nnpack) < chunk_seconds(self.run_trunk):
                     self.run_trunk = nnpack
-        middle = ort.InferenceSession(middle, options, providers=providers)
+        middle = session_for(middle)
         self.run_middle = lambda batch: middle.run(None, {TRUNK_OUTPUT: batch})[0]
-        self.head = ort.InferenceSession(head, options, providers=providers)
+        self.head = session_for(head)
         self.batch_windows = batch_windows or (16 if runs_on_gpu(device) else 1)
         self.hop_seconds = hop_seconds
 
