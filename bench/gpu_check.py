@@ -4,7 +4,9 @@
                               [--steps model,mfu,...] [--dataset CURATED]
 
 Steps (each a process of its own, so one that crashes fails alone):
-- install: the `gpu` extra (Transformer Engine for torch 2.8, onnxruntime-gpu), what CPU runs do not need;
+- install: the `gpu` extra (Transformer Engine for torch 2.8, onnxruntime-gpu for CUDA 12), what CPU runs do
+  not need, then a check that it loads: onnxruntime's CUDA provider for torch's CUDA major, Transformer
+  Engine's torch extension (built for this torch and this GPU's architecture only, when no prebuilt one fits);
 - curation: the demo config with every model stage on `cuda` and a share of the GPU, on a generated
   2-minute dialog; per-stage audio-seconds per second; the output verified;
 - tokenizer: the semantic tokenizer on CUDA in fp32 and bf16 (autocast): the fraction of ids equal to the
@@ -31,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,7 +85,8 @@ def plan(workdir: Path, gpus: int, skip_install: bool, dataset: Path | None = No
 
     curate = ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={workdir / 'raw'}",
               f"output={workdir / 'curated'}", *curation_overrides(model_folders(models))]
-    steps = [] if skip_install else [Step("install", [py, "-m", "pip", "install", "-q", "-e", ".[gpu]"], 420)]
+    steps = [] if skip_install else [Step("install", [py, "-m", "bench.gpu_check", "--step", "install", "--workdir",
+                                                      str(workdir)], 420)]
     steps += [Step("curation", [py, "-m", "bench.gpu_check", "--step", "curation", "--workdir", str(workdir)], 240,
                    [("curate", "configs/curate/demo.yaml", curate[5:])]),
               Step("tokenizer", [py, "-m", "bench.gpu_check", "--step", "tokenizer", "--workdir", str(workdir)], 120),
@@ -102,6 +106,133 @@ def plan(workdir: Path, gpus: int, skip_install: bool, dataset: Path | None = No
             steps.append(Step(name, [*torchrun, "2", *pretrain, *overrides], 240,
                               [("pretrain", "configs/pretrain/tiny.yaml", overrides)]))
     return steps
+
+
+def gpu_extra() -> dict[str, "Requirement"]:
+    """The `gpu` extra's requirements by name, from this checkout's setup.cfg (what the install step installs)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from setuptools.config.setupcfg import read_configuration
+
+    lines = read_configuration(REPO / "setup.cfg")["options"]["extras_require"]["gpu"]
+    return {canonicalize_name(r.name): r for r in map(Requirement, lines)}
+
+
+def pinned(requirement) -> str | None:
+    return next((s.version for s in requirement.specifier if s.operator == "=="), None)
+
+
+def install_commands(py: str) -> list[list[str]]:
+    """What the install step runs, in order. onnxruntime and onnxruntime-gpu are one package directory under
+    two names: removing both first leaves the GPU build's files whole, however often this runs."""
+    te_version = pinned(gpu_extra()["transformer-engine"])
+    return [[py, "-m", "pip", "uninstall", "-y", "-q", "onnxruntime", "onnxruntime-gpu"],
+            [py, "-m", "pip", "install", "-q", "-e", ".[gpu]"],
+            # builds (or fetches the prebuilt wheel) against the torch installed here
+            [py, "-m", "pip", "install", "-q", "--no-build-isolation", f"transformer_engine_torch=={te_version}"]]
+
+
+def gpu_extra_problems() -> list[str]:
+    """Why the `gpu` extra would not fit this torch and megatron-core: checked by the dry run, before a GPU
+    machine spends minutes installing it."""
+    from importlib.metadata import requires, version
+
+    import torch
+    from packaging.requirements import Requirement
+
+    extra, problems = gpu_extra(), []
+    for name in ("torch", "transformer-engine", "onnxruntime-gpu"):
+        if name not in extra or pinned(extra[name]) is None:
+            problems.append(f"the gpu extra must pin {name} exactly (==)")
+    if problems:
+        return problems
+    if pinned(extra["torch"]) != version("torch").split("+")[0]:
+        problems.append(f"the gpu extra pins torch {pinned(extra['torch'])}, {version('torch')} is installed")
+    cuda_major = (torch.version.cuda or "none").split(".")[0]
+    te = extra["transformer-engine"]
+    if f"core_cu{cuda_major}" not in te.extras:
+        problems.append(f"transformer-engine's core must be core_cu{cuda_major} for torch's CUDA {torch.version.cuda}, "
+                        f"the gpu extra asks for {sorted(te.extras)}")
+    core_range = next((Requirement(line).specifier for line in requires("megatron-core") or []
+                       if Requirement(line).name == "transformer-engine"), None)
+    if core_range is not None and not core_range.contains(pinned(te), prereleases=True):
+        problems.append(f"transformer-engine {pinned(te)} is outside megatron-core {version('megatron-core')}'s "
+                        f"range {core_range}")
+    return problems
+
+
+def step_install(workdir: Path) -> dict:
+    """Every install command runs, then both halves are checked, so one report says all that is wrong."""
+    import importlib
+
+    import torch
+
+    env = {**os.environ, "NVTE_FRAMEWORK": "pytorch", "MAX_JOBS": str(os.cpu_count() or 1),
+           # a source build compiles for this GPU only: minutes instead of one pass per architecture
+           "NVTE_CUDA_ARCHS": "".join(map(str, torch.cuda.get_device_capability()))}
+    log = workdir / "logs" / "install-pip.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    problems = []
+    with open(log, "w") as out:
+        for command in install_commands(sys.executable):
+            out.write(f"$ {' '.join(command)}\n")
+            out.flush()
+            if subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode:
+                problems.append(f"`{' '.join(command[3:])}` failed")
+    if problems and not nvcc_path():
+        problems.append("no nvcc here (CUDA_HOME, PATH, /usr/local/cuda): Transformer Engine's torch extension can "
+                        "then only come as NVIDIA's prebuilt wheel for this torch, fetched from GitHub")
+    importlib.invalidate_caches()
+    alias_pip_cudart()
+    stack, stack_problems = gpu_stack()
+    if problems or stack_problems:
+        raise RuntimeError(f"{'; '.join(problems + stack_problems)} (see {log})")
+    return stack
+
+
+def nvcc_path() -> str | None:
+    candidates = [Path(os.environ.get("CUDA_HOME", "/nonexistent")) / "bin" / "nvcc",
+                  Path("/usr/local/cuda/bin/nvcc")]
+    return shutil.which("nvcc") or next((str(c) for c in candidates if c.is_file()), None)
+
+
+def alias_pip_cudart() -> None:
+    """Without a CUDA toolkit, Transformer Engine 2.11 loads the CUDA runtime from the `nvidia` pip packages
+    and looks for it under `nvidia/cudart` (or `cuda_cudart`), where CUDA 12's wheel puts it under
+    `nvidia/cuda_runtime`: its import then fails with "cudart shared object not found". An alias named as
+    it looks for fixes that (tried on a CPU machine: the core library then loads)."""
+    import sysconfig
+
+    nvidia = Path(sysconfig.get_path("purelib")) / "nvidia"
+    alias = nvidia / "cudart"
+    if (nvidia / "cuda_runtime" / "lib").is_dir() and not alias.exists() and not (nvidia / "cuda_cudart").exists():
+        alias.symlink_to("cuda_runtime")
+
+
+def gpu_stack() -> tuple[dict, list[str]]:
+    """What the CUDA paths load, and what is wrong with it: onnxruntime's CUDA provider, built for torch's
+    CUDA major, and Transformer Engine's torch extension (whose import fails when it was built for another
+    torch)."""
+    from importlib.metadata import version
+
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.capi import build_and_package_info
+
+    ort_cuda = getattr(build_and_package_info, "cuda_version", None)
+    stack, problems = {"torch": torch.__version__, "onnxruntime": f"{ort.__version__} (CUDA {ort_cuda})"}, []
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not ort_cuda:
+        problems.append(f"onnxruntime {ort.__version__} has no CUDA provider")
+    elif ort_cuda.split(".")[0] != (torch.version.cuda or "").split(".")[0]:
+        problems.append(f"onnxruntime-gpu {ort.__version__} is built for CUDA {ort_cuda}, torch for "
+                        f"{torch.version.cuda}: pin the last onnxruntime-gpu for that CUDA in the gpu extra")
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+
+        stack["transformer_engine"] = version("transformer_engine_torch")
+    except Exception as e:  # noqa: BLE001 (reported: the model_te step needs it, the others do not)
+        problems.append(f"transformer_engine.pytorch does not import: {type(e).__name__}: {e}")
+    return stack, problems
 
 
 def check_configs(step: Step, workdir: Path) -> list[str]:
@@ -292,7 +423,7 @@ def step_trainer(workdir: Path, gpus: int, dataset: Path) -> dict:
             "uninterrupted_run_seconds": round(straight_seconds, 1)}
 
 
-STEPS = {"curation": step_curation, "tokenizer": step_tokenizer, "model": step_model, "model_te": step_model_te,
+STEPS = {"install": step_install, "curation": step_curation, "tokenizer": step_tokenizer, "model": step_model, "model_te": step_model_te,
          "trainer": step_trainer}
 
 
@@ -350,8 +481,11 @@ def main(argv=None) -> int:
     results, failed = {}, False
     for step in steps:
         if args.dry_run:
-            problems = check_configs(step, workdir)
+            problems = check_configs(step, workdir) + (gpu_extra_problems() if step.name == "install" else [])
             print(f"gpu-check: {step.name:<10} {'ok' if not problems else 'BAD CONFIG'}  $ {' '.join(step.command)}")
+            if step.name == "install":
+                for command in install_commands(sys.executable):
+                    print(f"gpu-check:   $ {' '.join(command)}")
             for line in problems:
                 print(f"gpu-check:   {line}")
             failed = failed or bool(problems)
