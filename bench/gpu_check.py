@@ -4,9 +4,10 @@
                               [--steps model,mfu,...] [--dataset CURATED]
 
 Steps (each a process of its own, so one that crashes fails alone):
-- install: the `gpu` extra (Transformer Engine for torch 2.8, onnxruntime-gpu for CUDA 12), what CPU runs do
-  not need, then a check that it loads: onnxruntime's CUDA provider for torch's CUDA major, Transformer
-  Engine's torch extension (built for this torch and this GPU's architecture only, when no prebuilt one fits);
+- install: what CPU runs do not need, for torch 2.8's CUDA 12: the `gpu` extra (onnxruntime-gpu) and
+  Transformer Engine (its core and its torch extension, built for this torch and this GPU's architecture
+  when no prebuilt one fits), then a check that they load: onnxruntime's CUDA provider for torch's CUDA
+  major, `transformer_engine.pytorch`;
 - curation: the demo config with every model stage on `cuda` and a share of the GPU, on a generated
   2-minute dialog; per-stage audio-seconds per second; the output verified;
 - tokenizer: the semantic tokenizer on CUDA in fp32 and bf16 (autocast): the fraction of ids equal to the
@@ -122,42 +123,46 @@ def pinned(requirement) -> str | None:
     return next((s.version for s in requirement.specifier if s.operator == "=="), None)
 
 
+# Transformer Engine, installed by the install step, not by the `gpu` extra (setup.cfg says why): the newest
+# release in megatron-core 0.16.1's range (>= 2.9, < 2.12)
+TRANSFORMER_ENGINE = "2.11.0"
+
+
 def install_commands(py: str) -> list[list[str]]:
     """What the install step runs, in order. onnxruntime and onnxruntime-gpu are one package directory under
     two names: removing both first leaves the GPU build's files whole, however often this runs."""
-    te_version = pinned(gpu_extra()["transformer-engine"])
+    import torch
+
+    te_core = f"transformer_engine[core_cu{(torch.version.cuda or '12').split('.')[0]}]=={TRANSFORMER_ENGINE}"
     return [[py, "-m", "pip", "uninstall", "-y", "-q", "onnxruntime", "onnxruntime-gpu"],
             [py, "-m", "pip", "install", "-q", "-e", ".[gpu]"],
-            # builds (or fetches the prebuilt wheel) against the torch installed here
-            [py, "-m", "pip", "install", "-q", "--no-build-isolation", f"transformer_engine_torch=={te_version}"]]
+            # the core library and the torch extension in one command, so a failed build installs neither;
+            # the extension is fetched prebuilt or built against the torch installed here
+            [py, "-m", "pip", "install", "-q", "--no-build-isolation", te_core,
+             f"transformer_engine_torch=={TRANSFORMER_ENGINE}"]]
 
 
 def gpu_extra_problems() -> list[str]:
-    """Why the `gpu` extra would not fit this torch and megatron-core: checked by the dry run, before a GPU
-    machine spends minutes installing it."""
+    """Why the `gpu` extra and Transformer Engine would not fit this torch and megatron-core: checked by the
+    dry run, before a GPU machine spends minutes installing them."""
     from importlib.metadata import requires, version
 
-    import torch
     from packaging.requirements import Requirement
 
     extra, problems = gpu_extra(), []
-    for name in ("torch", "transformer-engine", "onnxruntime-gpu"):
+    for name in ("torch", "onnxruntime-gpu"):
         if name not in extra or pinned(extra[name]) is None:
             problems.append(f"the gpu extra must pin {name} exactly (==)")
-    if problems:
-        return problems
-    if pinned(extra["torch"]) != version("torch").split("+")[0]:
+    if "torch" in extra and pinned(extra["torch"]) not in (None, version("torch").split("+")[0]):
         problems.append(f"the gpu extra pins torch {pinned(extra['torch'])}, {version('torch')} is installed")
-    cuda_major = (torch.version.cuda or "none").split(".")[0]
-    te = extra["transformer-engine"]
-    if f"core_cu{cuda_major}" not in te.extras:
-        problems.append(f"transformer-engine's core must be core_cu{cuda_major} for torch's CUDA {torch.version.cuda}, "
-                        f"the gpu extra asks for {sorted(te.extras)}")
+    if "transformer-engine" in extra:
+        problems.append("transformer-engine must not be in the gpu extra: its core without its torch extension "
+                        "makes megatron-core fail to import")
     core_range = next((Requirement(line).specifier for line in requires("megatron-core") or []
                        if Requirement(line).name == "transformer-engine"), None)
-    if core_range is not None and not core_range.contains(pinned(te), prereleases=True):
-        problems.append(f"transformer-engine {pinned(te)} is outside megatron-core {version('megatron-core')}'s "
-                        f"range {core_range}")
+    if core_range is not None and not core_range.contains(TRANSFORMER_ENGINE, prereleases=True):
+        problems.append(f"transformer-engine {TRANSFORMER_ENGINE} is outside megatron-core "
+                        f"{version('megatron-core')}'s range {core_range}")
     return problems
 
 
@@ -367,10 +372,10 @@ def step_model(workdir: Path) -> dict:
 
 
 def step_model_te(workdir: Path) -> dict:
-    import importlib.util
+    from model.specs import transformer_engine_problem
 
-    if importlib.util.find_spec("transformer_engine") is None:
-        raise RuntimeError("transformer_engine is not installed (the `gpu` extra installs it)")
+    if problem := transformer_engine_problem():
+        raise RuntimeError(problem)
     return compared_with_local_fp32(small_model_losses(("local", "te")))
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 from model.config import KimiAudioConfig
 
 
-def transformer_engine_available() -> bool:
+def transformer_engine_problem() -> str | None:
+    """Why Transformer Engine's layers cannot run here, if they cannot. They run on CUDA only, and need its
+    torch extension: `import transformer_engine` alone succeeds (with a warning) where only the core library
+    is installed, as the `gpu` extra leaves it until `make gpu-check`'s install step adds the extension."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "Transformer Engine runs on CUDA only, and this machine has no CUDA device"
     try:
-        import transformer_engine  # noqa: F401
-    except Exception:
-        return False
-    return True
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception as e:  # noqa: BLE001 (any failure to load means the local spec)
+        return (f"Transformer Engine's torch extension does not load ({type(e).__name__}: {e}); "
+                f"install it as `make gpu-check` does")
+    return None
 
 
 def layer_spec(cfg: KimiAudioConfig):
@@ -20,10 +28,10 @@ def layer_spec(cfg: KimiAudioConfig):
 
     spec = cfg.spec
     if spec == "auto":
-        spec = "te" if transformer_engine_available() else "local"
+        spec = "local" if transformer_engine_problem() else "te"
     if spec == "te":
-        if not transformer_engine_available():
-            raise ValueError("model spec 'te' needs Transformer Engine, which is not installed; use 'local'")
+        if problem := transformer_engine_problem():
+            raise ValueError(f"model spec 'te': {problem}; or use 'local'")
         return get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm")
     if spec != "local":
         raise ValueError(f"model spec {spec!r}: choose local, te or auto")

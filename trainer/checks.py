@@ -77,12 +77,15 @@ def run_problems(cfg: PretrainConfig, world_size: int) -> list[str]:
 
 def model_problems(cfg: PretrainConfig) -> list[str]:
     from model.config import PRESETS
+    from model.specs import transformer_engine_problem
 
     m, problems = cfg.model, []
     if m.preset not in PRESETS and not m.init_checkpoint:
         problems.append(f"model.preset={m.preset!r} is not one of {', '.join(PRESETS)}")
     if m.spec not in ("local", "te", "auto"):
         problems.append(f"model.spec={m.spec!r} must be local, te or auto")
+    elif m.spec == "te" and (problem := transformer_engine_problem()):
+        problems.append(f"model.spec=te: {problem}")
     if m.params_dtype not in ("float32", "bfloat16"):
         problems.append(f"model.params_dtype={m.params_dtype!r} must be float32 or bfloat16")
     if cfg.train.loss_normalisation not in LOSS_NORMALISATIONS:

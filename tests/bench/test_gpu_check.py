@@ -16,30 +16,27 @@ def test_the_dry_run_plans_every_step_and_touches_no_cuda(tmp_path, capsys):
     assert not torch.cuda.is_initialized()
     assert not (tmp_path / "gpu_check.json").exists()  # a plan, not results
     # the install: onnxruntime's CPU build out before the GPU build (one package directory), and Transformer
-    # Engine's torch extension built against the torch installed here, at the version of its core library
+    # Engine's core and torch extension in one command, the extension built against the torch installed here
     install = [line.split("$ ", 1)[1].split() for line in lines if line.startswith("gpu-check:   $ ")]
     assert install[0][3:5] == ["uninstall", "-y"] and "onnxruntime" in install[0]
     assert install[1][-1] == ".[gpu]"
-    te_core = next(line for line in open("setup.cfg") if line.strip().startswith("transformer-engine["))
+    version = gpu_check.TRANSFORMER_ENGINE
     assert "--no-build-isolation" in install[2]
-    assert install[2][-1] == "transformer_engine_torch==" + te_core.split("==")[1].strip()
+    assert install[2][-2:] == [f"transformer_engine[core_cu{torch.version.cuda.split('.')[0]}]=={version}",
+                               f"transformer_engine_torch=={version}"]
 
 
-def test_the_dry_run_refuses_a_gpu_extra_that_does_not_fit_this_torch_or_megatron_core(monkeypatch, tmp_path, capsys):
-    # what the extra said before: whatever Transformer Engine and onnxruntime-gpu are newest (2.20 for CUDA 13)
-    loose = {"torch": "torch==2.8.0", "transformer-engine": "transformer-engine[pytorch,core_cu13]==2.20.2",
-             "onnxruntime-gpu": "onnxruntime-gpu"}
+def test_the_dry_run_refuses_a_gpu_install_that_does_not_fit_this_torch_or_megatron_core(monkeypatch, tmp_path,
+                                                                                        capsys):
+    # what the extra said before: whatever Transformer Engine and onnxruntime-gpu are newest (TE 2.20 then)
+    loose = {"torch": "torch==2.8.0", "transformer-engine": "transformer-engine[pytorch]", "onnxruntime-gpu":
+             "onnxruntime-gpu"}
     monkeypatch.setattr(gpu_check, "gpu_extra", lambda: {k: Requirement(v) for k, v in loose.items()})
-    assert gpu_check.gpu_extra_problems() == ["the gpu extra must pin onnxruntime-gpu exactly (==)"]
-    loose["onnxruntime-gpu"] = "onnxruntime-gpu==1.26.0"
+    monkeypatch.setattr(gpu_check, "TRANSFORMER_ENGINE", "2.20.2")
     problems = gpu_check.gpu_extra_problems()
-    assert len(problems) == 2, problems
-    assert f"core_cu{torch.version.cuda.split('.')[0]}" in problems[0]
-    assert "2.20.2 is outside megatron-core 0.16.1's range" in problems[1]
+    assert problems == ["the gpu extra must pin onnxruntime-gpu exactly (==)",
+                        "transformer-engine must not be in the gpu extra: its core without its torch extension "
+                        "makes megatron-core fail to import",
+                        "transformer-engine 2.20.2 is outside megatron-core 0.16.1's range <2.12.0,>=2.9.0a0"]
     assert main(["--dry-run", "--steps", "install", "--workdir", str(tmp_path)]) == 1
     assert "BAD CONFIG" in capsys.readouterr().out
-
-
-def test_the_peak_is_looked_up_from_the_device_name():
-    assert peak_tflops("NVIDIA H200") == 989.0 and peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert peak_tflops("NVIDIA L40S") == 362.0 and peak_tflops("Some Future GPU") is None

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from jobs.cli import ConfigError, load_config, load_settings
@@ -216,3 +217,14 @@ def test_every_problem_of_a_training_config_is_named_before_the_model(tmp_path):
                     "data.enhanced_fraction=2.0 must be in [0, 1]", "train.loss_normalisation='sum'",
                     "no such dataset"):
         assert sum(message in p for p in problems) == 1, (message, problems)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA refuses the te spec")
+def test_the_transformer_engine_spec_is_refused_before_the_model_where_it_cannot_run(tmp_path):
+    from trainer.checks import model_problems
+
+    cfg = load_settings(PretrainConfig, "configs/pretrain/tiny.yaml",
+                        [f"run_dir={tmp_path}", f"data.text_tokenizer={tmp_path}", f"model.whisper={tmp_path}",
+                         "model.spec=te"])
+    assert model_problems(cfg) == ["model.spec=te: Transformer Engine runs on CUDA only, and this machine has no "
+                                   "CUDA device"]
