@@ -428,8 +428,8 @@ def step_trainer(workdir: Path, gpus: int, dataset: Path) -> dict:
             "uninterrupted_run_seconds": round(straight_seconds, 1)}
 
 
-STEPS = {"install": step_install, "curation": step_curation, "tokenizer": step_tokenizer, "model": step_model, "model_te": step_model_te,
-         "trainer": step_trainer}
+STEPS = {"install": step_install, "curation": step_curation, "tokenizer": step_tokenizer, "model": step_model,
+         "model_te": step_model_te, "trainer": step_trainer}
 
 
 def run_step(step: Step, env: dict, logs: Path) -> dict:

@@ -7,7 +7,7 @@ from model.config import KimiAudioConfig
 def transformer_engine_problem() -> str | None:
     """Why Transformer Engine's layers cannot run here, if they cannot. They run on CUDA only, and need its
     torch extension: `import transformer_engine` alone succeeds (with a warning) where only the core library
-    is installed, as the `gpu` extra leaves it until `make gpu-check`'s install step adds the extension."""
+    is installed, and on a machine without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
