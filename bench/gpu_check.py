@@ -86,8 +86,10 @@ def plan(workdir: Path, gpus: int, skip_install: bool, dataset: Path | None = No
 
     curate = ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={workdir / 'raw'}",
               f"output={workdir / 'curated'}", *curation_overrides(model_folders(models))]
+    # a minute or two with a prebuilt Transformer Engine extension; compiling it takes longer, and a build
+    # stopped by the timeout installs nothing
     steps = [] if skip_install else [Step("install", [py, "-m", "bench.gpu_check", "--step", "install", "--workdir",
-                                                      str(workdir)], 420)]
+                                                      str(workdir)], 1200)]
     steps += [Step("curation", [py, "-m", "bench.gpu_check", "--step", "curation", "--workdir", str(workdir)], 240,
                    [("curate", "configs/curate/demo.yaml", curate[5:])]),
               Step("tokenizer", [py, "-m", "bench.gpu_check", "--step", "tokenizer", "--workdir", str(workdir)], 120),
