@@ -40,3 +40,8 @@ def test_the_dry_run_refuses_a_gpu_install_that_does_not_fit_this_torch_or_megat
                         "transformer-engine 2.20.2 is outside megatron-core 0.16.1's range <2.12.0,>=2.9.0a0"]
     assert main(["--dry-run", "--steps", "install", "--workdir", str(tmp_path)]) == 1
     assert "BAD CONFIG" in capsys.readouterr().out
+
+
+def test_the_peak_is_looked_up_from_the_device_name():
+    assert peak_tflops("NVIDIA H200") == 989.0 and peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops("NVIDIA L40S") == 362.0 and peak_tflops("Some Future GPU") is None
