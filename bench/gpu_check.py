@@ -226,11 +226,13 @@ def gpu_stack() -> tuple[dict, list[str]]:
     import torch
     from onnxruntime.capi import build_and_package_info
 
+    from pipeline.stages.dnsmos import cuda_provider_problem
+
     ort_cuda = getattr(build_and_package_info, "cuda_version", None)
     stack, problems = {"torch": torch.__version__, "onnxruntime": f"{ort.__version__} (CUDA {ort_cuda})"}, []
-    if "CUDAExecutionProvider" not in ort.get_available_providers() or not ort_cuda:
-        problems.append(f"onnxruntime {ort.__version__} has no CUDA provider")
-    elif ort_cuda.split(".")[0] != (torch.version.cuda or "").split(".")[0]:
+    if problem := cuda_provider_problem():
+        problems.append(problem)
+    elif (ort_cuda or "").split(".")[0] != (torch.version.cuda or "").split(".")[0]:
         problems.append(f"onnxruntime-gpu {ort.__version__} is built for CUDA {ort_cuda}, torch for "
                         f"{torch.version.cuda}: pin the last onnxruntime-gpu for that CUDA in the gpu extra")
     try:

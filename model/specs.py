@@ -27,12 +27,13 @@ def layer_spec(cfg: KimiAudioConfig):
     )
 
     spec = cfg.spec
+    if spec not in ("local", "te", "auto"):
+        raise ValueError(f"model spec {spec!r}: choose local, te or auto")
+    problem = None if spec == "local" else transformer_engine_problem()
     if spec == "auto":
-        spec = "local" if transformer_engine_problem() else "te"
+        spec = "local" if problem else "te"
     if spec == "te":
-        if problem := transformer_engine_problem():
+        if problem:
             raise ValueError(f"model spec 'te': {problem}; or use 'local'")
         return get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm")
-    if spec != "local":
-        raise ValueError(f"model spec {spec!r}: choose local, te or auto")
     return get_gpt_layer_local_spec(normalization="RMSNorm")
