@@ -4,10 +4,10 @@
                               [--steps model,mfu,...] [--dataset CURATED]
 
 Steps (each a process of its own, so one that crashes fails alone):
-- install: what CPU runs do not need, for torch 2.8's CUDA 12: the `gpu` extra (onnxruntime-gpu) and
-  Transformer Engine (its core and its torch extension, built for this torch and this GPU's architecture
-  when no prebuilt one fits), then a check that they load: onnxruntime's CUDA provider for torch's CUDA
-  major, `transformer_engine.pytorch`;
+- install: what CPU runs do not need, for torch 2.8's CUDA 12: the `gpu` extra (onnxruntime-gpu, torch's
+  CUDA headers) and Transformer Engine (its prebuilt core, and its torch extension, C++ compiled against
+  this torch and those headers when NVIDIA has no prebuilt one for it), then a check that they load:
+  onnxruntime's CUDA provider for torch's CUDA major, `transformer_engine.pytorch`;
 - curation: the demo config with every model stage on `cuda` and a share of the GPU, on a generated
   2-minute dialog; per-stage audio-seconds per second; the output verified;
 - tokenizer: the semantic tokenizer on CUDA in fp32 and bf16 (autocast): the fraction of ids equal to the
@@ -86,10 +86,10 @@ def plan(workdir: Path, gpus: int, skip_install: bool, dataset: Path | None = No
 
     curate = ["-m", "jobs.curate", "--config", "configs/curate/demo.yaml", f"input={workdir / 'raw'}",
               f"output={workdir / 'curated'}", *curation_overrides(model_folders(models))]
-    # a minute or two with a prebuilt Transformer Engine extension; compiling it takes longer, and a build
-    # stopped by the timeout installs nothing
+    # compiling Transformer Engine's extension takes 11 CPU-minutes (measured on 2 cores), a minute or two
+    # on a GPU node's; a build stopped by the timeout installs nothing
     steps = [] if skip_install else [Step("install", [py, "-m", "bench.gpu_check", "--step", "install", "--workdir",
-                                                      str(workdir)], 1200)]
+                                                      str(workdir)], 600)]
     steps += [Step("curation", [py, "-m", "bench.gpu_check", "--step", "curation", "--workdir", str(workdir)], 240,
                    [("curate", "configs/curate/demo.yaml", curate[5:])]),
               Step("tokenizer", [py, "-m", "bench.gpu_check", "--step", "tokenizer", "--workdir", str(workdir)], 120),
@@ -132,14 +132,16 @@ TRANSFORMER_ENGINE = "2.11.0"
 
 def install_commands(py: str) -> list[list[str]]:
     """What the install step runs, in order. onnxruntime and onnxruntime-gpu are one package directory under
-    two names: removing both first leaves the GPU build's files whole, however often this runs."""
+    two names: removing both first leaves the GPU build's files whole, however often this runs. The last
+    command runs with CUDA_HOME at `pip_cuda_home`."""
     import torch
 
     te_core = f"transformer_engine[core_cu{(torch.version.cuda or '12').split('.')[0]}]=={TRANSFORMER_ENGINE}"
     return [[py, "-m", "pip", "uninstall", "-y", "-q", "onnxruntime", "onnxruntime-gpu"],
             [py, "-m", "pip", "install", "-q", "-e", ".[gpu]"],
             # the core library and the torch extension in one command, so a failed build installs neither;
-            # the extension is fetched prebuilt or built against the torch installed here
+            # the extension's setup.py fetches NVIDIA's prebuilt wheel for this torch where GitHub has one,
+            # else it compiles against the torch installed here (no isolated build environment)
             [py, "-m", "pip", "install", "-q", "--no-build-isolation", te_core,
              f"transformer_engine_torch=={TRANSFORMER_ENGINE}"]]
 
@@ -149,6 +151,7 @@ def gpu_extra_problems() -> list[str]:
     dry run, before a GPU machine spends minutes installing them."""
     from importlib.metadata import requires, version
 
+    import torch
     from packaging.requirements import Requirement
 
     extra, problems = gpu_extra(), []
@@ -157,6 +160,11 @@ def gpu_extra_problems() -> list[str]:
             problems.append(f"the gpu extra must pin {name} exactly (==)")
     if "torch" in extra and pinned(extra["torch"]) not in (None, version("torch").split("+")[0]):
         problems.append(f"the gpu extra pins torch {pinned(extra['torch'])}, {version('torch')} is installed")
+    cuda = torch.version.cuda or "12.8"  # a CPU-only torch: the CUDA of the wheels the pin names (cu128)
+    for package in ("nvidia-cuda-nvcc", "nvidia-cuda-cccl"):  # the headers Transformer Engine compiles against
+        name = f"{package}-cu{cuda.split('.')[0]}"
+        if name not in extra or not extra[name].specifier.contains(cuda) or not extra[name].specifier:
+            problems.append(f"the gpu extra must hold {name}=={cuda}.*, torch's CUDA headers")
     if "transformer-engine" in extra:
         problems.append("transformer-engine must not be in the gpu extra: its core without its torch extension "
                         "makes megatron-core fail to import")
@@ -171,24 +179,24 @@ def gpu_extra_problems() -> list[str]:
 def step_install(workdir: Path) -> dict:
     """Every install command runs, then both halves are checked, so one report says all that is wrong."""
     import importlib
+    import sysconfig
 
-    import torch
-
+    # ninja (the extra brings it) is found on PATH: this environment's bin, activated or not
     env = {**os.environ, "NVTE_FRAMEWORK": "pytorch", "MAX_JOBS": str(os.cpu_count() or 1),
-           # a source build compiles for this GPU only: minutes instead of one pass per architecture
-           "NVTE_CUDA_ARCHS": "".join(map(str, torch.cuda.get_device_capability()))}
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     log = workdir / "logs" / "install-pip.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     problems = []
+    uninstall, extra, transformer_engine = install_commands(sys.executable)
     with open(log, "w") as out:
-        for command in install_commands(sys.executable):
+        for command in (uninstall, extra, transformer_engine):
+            if command is transformer_engine:  # the extra has brought torch's CUDA headers
+                env["CUDA_HOME"] = str(pip_cuda_home(Path(sysconfig.get_path("purelib")) / "nvidia",
+                                                     workdir / "cuda-headers"))
             out.write(f"$ {' '.join(command)}\n")
             out.flush()
             if subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode:
                 problems.append(f"`{' '.join(command[3:])}` failed")
-    if problems and not nvcc_path():
-        problems.append("no nvcc here (CUDA_HOME, PATH, /usr/local/cuda): Transformer Engine's torch extension can "
-                        "then only come as NVIDIA's prebuilt wheel for this torch, fetched from GitHub")
     importlib.invalidate_caches()
     alias_pip_cudart()
     stack, stack_problems = gpu_stack()
@@ -197,10 +205,21 @@ def step_install(workdir: Path) -> dict:
     return stack
 
 
-def nvcc_path() -> str | None:
-    candidates = [Path(os.environ.get("CUDA_HOME", "/nonexistent")) / "bin" / "nvcc",
-                  Path("/usr/local/cuda/bin/nvcc")]
-    return shutil.which("nvcc") or next((str(c) for c in candidates if c.is_file()), None)
+def pip_cuda_home(nvidia: Path, into: Path) -> Path:
+    """A CUDA_HOME whose `include` holds the headers of every `nvidia` pip package (links, made anew), for
+    compiling Transformer Engine's torch extension against torch's own CUDA. Its build takes CUDA_HOME's
+    headers before anything else; without it, a toolkit of another CUDA (nvcc on PATH, /usr/local/cuda),
+    where there is one, would win. Packages' folders that are links (`alias_pip_cudart`'s) are skipped."""
+    include = into / "include"
+    shutil.rmtree(into, ignore_errors=True)
+    include.mkdir(parents=True)
+    for package in sorted(nvidia.iterdir()):
+        if package.is_symlink() or not (package / "include").is_dir():
+            continue
+        for entry in (package / "include").iterdir():
+            if entry.name not in ("__init__.py", "__pycache__") and not (include / entry.name).exists():
+                (include / entry.name).symlink_to(entry.resolve())
+    return into
 
 
 def alias_pip_cudart() -> None:
@@ -493,8 +512,10 @@ def main(argv=None) -> int:
             problems = check_configs(step, workdir) + (gpu_extra_problems() if step.name == "install" else [])
             print(f"gpu-check: {step.name:<10} {'ok' if not problems else 'BAD CONFIG'}  $ {' '.join(step.command)}")
             if step.name == "install":
-                for command in install_commands(sys.executable):
+                *first, transformer_engine = install_commands(sys.executable)
+                for command in first:
                     print(f"gpu-check:   $ {' '.join(command)}")
+                print(f"gpu-check:   $ CUDA_HOME={workdir / 'cuda-headers'} {' '.join(transformer_engine)}")
             for line in problems:
                 print(f"gpu-check:   {line}")
             failed = failed or bool(problems)
