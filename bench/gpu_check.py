@@ -181,8 +181,11 @@ def step_install(workdir: Path) -> dict:
     import importlib
     import sysconfig
 
-    # ninja (the extra brings it) is found on PATH: this environment's bin, activated or not
-    env = {**os.environ, "NVTE_FRAMEWORK": "pytorch", "MAX_JOBS": str(os.cpu_count() or 1),
+    # ninja (the extra brings it) is found on PATH: this environment's bin, activated or not; each of its
+    # compilers holds up to 2.3 GB (measured), so as many as the memory allows 3 GB each, at most one a core
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    compilers = max(1, min(os.cpu_count() or 1, int(memory_gb // 3)))
+    env = {**os.environ, "NVTE_FRAMEWORK": "pytorch", "MAX_JOBS": str(compilers),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     log = workdir / "logs" / "install-pip.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from model.config import KimiAudioConfig
 from model.losses import LossTargets, ModelOutput, masked_mean
-from model.specs import layer_spec
+from model.specs import block_spec
 
 
 class AudioAdaptor(nn.Module):
@@ -54,8 +54,9 @@ def build_block(cfg: KimiAudioConfig, num_layers: int, final_norm: bool, pipelin
                 pre_process: bool = True):
     from megatron.core.transformer.transformer_block import TransformerBlock
 
-    return TransformerBlock(cfg.transformer_config(num_layers, pipelined=pipelined), layer_spec(cfg),
-                            post_layer_norm=final_norm, pre_process=pre_process, post_process=final_norm)
+    config = cfg.transformer_config(num_layers, pipelined=pipelined)
+    return TransformerBlock(config, block_spec(cfg, config), post_layer_norm=final_norm, pre_process=pre_process,
+                            post_process=final_norm)
 
 
 def pipeline_position(cfg: KimiAudioConfig) -> tuple[bool, bool]:

@@ -20,20 +20,50 @@ def transformer_engine_problem() -> str | None:
     return None
 
 
-def layer_spec(cfg: KimiAudioConfig):
-    """A Qwen2 layer as a megatron ModuleSpec: pre-RMSNorm, GQA with QKV bias and RoPE, SwiGLU MLP."""
-    from megatron.core.models.gpt.gpt_layer_specs import (
-        get_gpt_layer_local_spec, get_gpt_layer_with_transformer_engine_spec,
-    )
+def cpu_training_problem() -> str | None:
+    """Why training cannot run on this machine's CPU, if it cannot: megatron-core 0.16 takes Transformer
+    Engine's Adam and multi-tensor gradient kernels at import whenever TE is installed, whatever the model's
+    spec, and they are CUDA-only (seen in an environment with TE and no GPU: the first step's gradient norm
+    failed with "CUDA driver version is insufficient")."""
+    import importlib.util
 
-    spec = cfg.spec
+    import torch
+
+    if torch.cuda.is_available() or importlib.util.find_spec("transformer_engine") is None:
+        return None
+    return ("Transformer Engine is installed and this machine has no CUDA device: megatron-core would train with "
+            "its CUDA-only Adam and gradient kernels; train on a GPU, or in an environment without it")
+
+
+def resolved_spec(spec: str) -> str:
+    """`local` or `te`: what `auto` means here, and `te` refused where Transformer Engine cannot run."""
     if spec not in ("local", "te", "auto"):
         raise ValueError(f"model spec {spec!r}: choose local, te or auto")
     problem = None if spec == "local" else transformer_engine_problem()
     if spec == "auto":
-        spec = "local" if problem else "te"
-    if spec == "te":
-        if problem:
-            raise ValueError(f"model spec 'te': {problem}; or use 'local'")
-        return get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm")
-    return get_gpt_layer_local_spec(normalization="RMSNorm")
+        return "local" if problem else "te"
+    if spec == "te" and problem:
+        raise ValueError(f"model spec 'te': {problem}; or use 'local'")
+    return spec
+
+
+def block_spec(cfg: KimiAudioConfig, config):
+    """One block's layers (this pipeline stage's) as Qwen2 layers, pre-RMSNorm, GQA with QKV bias and RoPE,
+    SwiGLU MLP, and its final norm, all of one spec. Given the layer spec alone, megatron-core's
+    TransformerBlock takes Transformer Engine's norm whenever TE imports, so a local-spec model on a machine
+    with TE installed ran TE's RMSNorm, and failed on CPU."""
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_local_spec, get_gpt_layer_with_transformer_engine_spec,
+    )
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+    if resolved_spec(cfg.spec) == "te":
+        from megatron.core.extensions.transformer_engine_spec_provider import TESpecProvider
+
+        layer, norm = get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm"), TESpecProvider()
+    else:
+        from megatron.core.models.backends import LocalSpecProvider
+
+        layer, norm = get_gpt_layer_local_spec(normalization="RMSNorm"), LocalSpecProvider()
+    return TransformerBlockSubmodules(layer_specs=[layer] * get_num_layers_to_build(config),
+                                      layer_norm=norm.layer_norm(rms_norm=True))

@@ -77,9 +77,11 @@ def run_problems(cfg: PretrainConfig, world_size: int) -> list[str]:
 
 def model_problems(cfg: PretrainConfig) -> list[str]:
     from model.config import PRESETS
-    from model.specs import transformer_engine_problem
+    from model.specs import cpu_training_problem, transformer_engine_problem
 
     m, problems = cfg.model, []
+    if problem := cpu_training_problem():
+        problems.append(problem)
     if m.preset not in PRESETS and not m.init_checkpoint:
         problems.append(f"model.preset={m.preset!r} is not one of {', '.join(PRESETS)}")
     if m.spec not in ("local", "te", "auto"):

@@ -1,4 +1,5 @@
 """Every YAML under configs/ loads, and overrides work the way the jobs use them."""
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from omegaconf import OmegaConf
 from jobs.cli import ConfigError, load_config, load_settings
 from pipeline.config import CurateConfig
 from pipeline.evaluation.config import EvaluateConfig
+from pipeline.stages.dnsmos import cuda_provider_problem
 from pipeline.sft.prepare import PrepareSftConfig
 from trainer.config import PretrainConfig, SftConfig
 
@@ -121,7 +123,10 @@ def test_curate_configs_validate(tmp_path, monkeypatch):
     ("quality.dnsmos_precision=half", "not one of auto, float32, bfloat16"),
     ("quality.device=cuda;resources.quality.num_gpus=0.5;quality.dnsmos_precision=bfloat16", "is a CPU path"),
     # onnxruntime without its CUDA provider (CI's) would score on the CPU without a word
-    ("quality.device=cuda;resources.quality.num_gpus=0.5", "has no CUDA provider, so DNSMOS on cuda would run"),
+    pytest.param("quality.device=cuda;resources.quality.num_gpus=0.5",
+                 "has no CUDA provider, so DNSMOS on cuda would run",
+                 marks=pytest.mark.skipif(cuda_provider_problem() is None,
+                                          reason="onnxruntime-gpu (the gpu extra) is installed")),
 ])
 def test_bad_curate_settings_are_refused(override, message, monkeypatch):
     from jobs.curate_checks import validate
@@ -226,5 +231,22 @@ def test_the_transformer_engine_spec_is_refused_before_the_model_where_it_cannot
     cfg = load_settings(PretrainConfig, "configs/pretrain/tiny.yaml",
                         [f"run_dir={tmp_path}", f"data.text_tokenizer={tmp_path}", f"model.whisper={tmp_path}",
                          "model.spec=te"])
-    assert model_problems(cfg) == ["model.spec=te: Transformer Engine runs on CUDA only, and this machine has no "
-                                   "CUDA device"]
+    assert "model.spec=te: Transformer Engine runs on CUDA only, and this machine has no CUDA device" in \
+        model_problems(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or importlib.util.find_spec("transformer_engine") is not None,
+                    reason="a machine with CUDA trains with Transformer Engine installed; this one has it installed")
+def test_training_on_cpu_where_transformer_engine_is_installed_is_refused_before_any_work(tmp_path, monkeypatch):
+    # megatron-core takes TE's CUDA-only Adam and gradient kernels at import whenever TE is there
+    from trainer.checks import model_problems
+
+    (tmp_path / "site" / "transformer_engine").mkdir(parents=True)
+    (tmp_path / "site" / "transformer_engine" / "__init__.py").touch()
+    cfg = load_settings(PretrainConfig, "configs/pretrain/tiny.yaml",
+                        [f"run_dir={tmp_path}", f"data.text_tokenizer={tmp_path}", f"model.whisper={tmp_path}"])
+    assert model_problems(cfg) == []
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert model_problems(cfg) == ["Transformer Engine is installed and this machine has no CUDA device: "
+                                   "megatron-core would train with its CUDA-only Adam and gradient kernels; train "
+                                   "on a GPU, or in an environment without it"]

@@ -46,6 +46,21 @@ def test_train_deterministic_reaches_megatron(megatron, model):
     assert build_model(kimi_audio_tiny(deterministic=True)).embedding.deterministic_mode is True
 
 
+def test_the_local_spec_keeps_its_own_final_norms_where_transformer_engine_is_installed(megatron, monkeypatch):
+    # megatron-core gives a block built from a layer spec the norm it picked at import, Transformer Engine's
+    # whenever TE imports (its LayerNormImpl), and TE's RMSNorm fails on CPU: as if TE were installed
+    from megatron.core.transformer import transformer_block
+
+    class TransformerEngineNorm(torch.nn.Module):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("Transformer Engine's norm in a local-spec model")
+
+    monkeypatch.setattr(transformer_block, "LayerNormImpl", TransformerEngineNorm)
+    local = build_model(kimi_audio_tiny(spec="local"))
+    assert isinstance(local.text_head.final_layernorm, torch.nn.RMSNorm)
+    assert isinstance(local.audio_head.final_layernorm, torch.nn.RMSNorm)
+
+
 def test_a_bfloat16_model_has_every_parameter_in_bfloat16(megatron, whisper_folder):
     # megatron's distributed optimizer (GPUs) saves a group mixing float32 and bfloat16 parameters wrongly:
     # torch's RMSNorm (no Transformer Engine) and Whisper would otherwise stay float32
