@@ -15,8 +15,9 @@ Steps (each a process of its own, so one that crashes fails alone):
 - model, model_te: the `small` preset with the local (model) and the Transformer Engine (model_te) spec,
   fp32 and bf16, forward and backward: the first step's loss of each against local fp32 (fp32 within
   0.1%: the same math in another kernel order; bf16 within 2%: an 8-bit mantissa rounds each op by ~0.4%,
-  and a random model's loss near ln(vocab) moves by far less than 2% through a dozen layers); two steps,
-  so a machine without Transformer Engine still checks the local spec;
+  and a random model's loss near ln(vocab) moves by far less than 2% through a dozen layers), and two
+  samples packed in one row against the second alone (`PACKING_TOLERANCE`: an attention that ignores the
+  packed mask fails it); two steps, so a machine without Transformer Engine still checks the local spec;
 - mfu: `bench.model --mfu` (kimi_audio_1b, bf16) with the GPU's dense bf16 peak looked up by name;
 - trainer: torchrun on every visible GPU with NCCL, bf16, the distributed optimizer and deterministic
   kernels (`train.deterministic`: without them a resumed run's losses drift in the 6th digit a few steps
@@ -356,9 +357,35 @@ def step_tokenizer(workdir: Path) -> dict:
     return figures
 
 
-def small_model_losses(specs: tuple[str, ...]) -> dict[str, float]:
-    """The first step's loss of the `small` preset per spec and dtype, on the same random batch (and a
-    backward pass through each)."""
+# an attention that ignores the packed mask moves the second sample's logits by about their own size (1.06 of
+# the largest, measured on CPU with the local spec given a plain causal mask); rounding by far less (7e-7 in
+# fp32), bf16 included
+PACKING_TOLERANCE = 0.1
+
+
+def packing_error(model, device: str) -> float:
+    """Two samples packed in one row (block-diagonal causal mask, positions restarting) against the second
+    alone: the largest difference of its text logits, over their largest size."""
+    import torch
+
+    from model.kimi_audio import causal_mask
+
+    generator, (first, second) = torch.Generator(device=device).manual_seed(2), (192, 320)
+    a1, t1, a2, t2 = (torch.randint(0, model.cfg.vocab_size, (1, n), device=device, generator=generator)
+                      for n in (first, first, second, second))
+    mask = causal_mask(first + second, device).clone()
+    mask[..., first:, :first] = True
+    positions = torch.cat([torch.arange(first), torch.arange(second)]).to(device)[None]
+    with torch.no_grad():
+        alone = model(a2, t2).text_logits.float()
+        packed = model(torch.cat([a1, a2], 1), torch.cat([t1, t2], 1), position_ids=positions,
+                       attention_mask=mask).text_logits[:, first:].float()
+    return float((packed - alone).abs().max() / alone.abs().max())
+
+
+def small_model_figures(specs: tuple[str, ...], device: str = "cuda") -> dict[str, dict[str, float]]:
+    """The `small` preset per spec and dtype: the first step's loss on the same random batch (and a backward
+    pass through each), and its packing error."""
     import torch
 
     from bench.model import kimi_step
@@ -367,34 +394,41 @@ def small_model_losses(specs: tuple[str, ...]) -> dict[str, float]:
     from model.parallel import init_parallel
 
     init_parallel(tensor_parallel=1)
-    losses = {}
+    figures = {"loss": {}, "packing_error": {}}
     for spec in specs:
         for dtype in ("float32", "bfloat16"):
             torch.manual_seed(0)
             model = build_model(model_preset("small", spec=spec, params_dtype=dtype))
-            generator = torch.Generator(device="cuda").manual_seed(1)
+            generator = torch.Generator(device=device).manual_seed(1)
             vocab = model.cfg.vocab_size
-            audio, text, labels = (torch.randint(0, vocab, (2, 512), device="cuda", generator=generator)
+            audio, text, labels = (torch.randint(0, vocab, (2, 512), device=device, generator=generator)
                                    for _ in range(3))
-            ones = torch.ones(2, 512, device="cuda")
+            ones = torch.ones(2, 512, device=device)
             with torch.no_grad():
-                losses[f"{spec}_{dtype}"] = float(model(audio, text, targets=LossTargets(labels, labels, ones,
-                                                                                           ones)).loss)
+                figures["loss"][f"{spec}_{dtype}"] = float(model(audio, text, targets=LossTargets(
+                    labels, labels, ones, ones)).loss)
+            figures["packing_error"][f"{spec}_{dtype}"] = packing_error(model, device)
             kimi_step(model, 2, 512)()
-    return losses
+    return figures
 
 
-def compared_with_local_fp32(losses: dict[str, float]) -> dict:
+def compared_with_local_fp32(figures: dict[str, dict[str, float]]) -> dict:
+    losses = figures["loss"]
     base = losses["local_float32"]
     for name, loss in losses.items():
         tolerance = 1e-3 if name.endswith("float32") else 0.02
         if abs(loss - base) > tolerance * abs(base):
             raise RuntimeError(f"{name} loss {loss:.5f} vs local fp32 {base:.5f} (tolerance {tolerance:.1%})")
-    return {k: round(v, 5) for k, v in losses.items()}
+    for name, error in figures["packing_error"].items():
+        if error > PACKING_TOLERANCE:
+            raise RuntimeError(f"{name}: a packed sample's logits differ from the sample alone by {error:.3f} of "
+                               f"their size (tolerance {PACKING_TOLERANCE}): its attention sees the other sample")
+    return {"loss": {k: round(v, 5) for k, v in losses.items()},
+            "packing_error": {k: float(f"{v:.2g}") for k, v in figures["packing_error"].items()}}
 
 
 def step_model(workdir: Path) -> dict:
-    return compared_with_local_fp32(small_model_losses(("local",)))
+    return compared_with_local_fp32(small_model_figures(("local",)))
 
 
 def step_model_te(workdir: Path) -> dict:
@@ -402,7 +436,7 @@ def step_model_te(workdir: Path) -> dict:
 
     if problem := transformer_engine_problem():
         raise RuntimeError(problem)
-    return compared_with_local_fp32(small_model_losses(("local", "te")))
+    return compared_with_local_fp32(small_model_figures(("local", "te")))
 
 
 def run_quietly(command: list[str], log: Path) -> None:

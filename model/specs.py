@@ -47,20 +47,31 @@ def resolved_spec(spec: str) -> str:
     return spec
 
 
+def te_layer_spec():
+    """Transformer Engine's layer: its fused norm-and-linear modules take RMSNorm from the model's config
+    (megatron-core's TE spec has no `normalization` argument, unlike the local one), and its attention the
+    given mask. Under megatron-core's `causal`, Transformer Engine ignores any mask passed (its mask is used
+    only for `padding` and `arbitrary` types), so packed samples would see each other."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+    from megatron.core.transformer.enums import AttnMaskType
+
+    layer = get_gpt_layer_with_transformer_engine_spec()
+    layer.submodules.self_attention.params["attn_mask_type"] = AttnMaskType.arbitrary
+    return layer
+
+
 def block_spec(cfg: KimiAudioConfig, config):
     """One block's layers (this pipeline stage's) as Qwen2 layers, pre-RMSNorm, GQA with QKV bias and RoPE,
     SwiGLU MLP, and its final norm, all of one spec. Given the layer spec alone, megatron-core's
     TransformerBlock takes Transformer Engine's norm whenever TE imports, so a local-spec model on a machine
     with TE installed ran TE's RMSNorm, and failed on CPU."""
-    from megatron.core.models.gpt.gpt_layer_specs import (
-        get_gpt_layer_local_spec, get_gpt_layer_with_transformer_engine_spec,
-    )
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 
     if resolved_spec(cfg.spec) == "te":
         from megatron.core.extensions.transformer_engine_spec_provider import TESpecProvider
 
-        layer, norm = get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm"), TESpecProvider()
+        layer, norm = te_layer_spec(), TESpecProvider()
     else:
         from megatron.core.models.backends import LocalSpecProvider
 

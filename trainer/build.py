@@ -51,12 +51,15 @@ def build_run_model(cfg: PretrainConfig):
 
 
 def use_deterministic_kernels() -> None:
-    """Before CUDA starts: cuBLAS with a fixed workspace (its reductions then run in one order) and torch's
-    deterministic implementations (a warning where an op has none); the model's own choice (megatron's
-    embedding without F.embedding's atomic backward) follows `train.deterministic` through its config."""
+    """Before CUDA starts: cuBLAS with a fixed workspace (its reductions then run in one order), Transformer
+    Engine's deterministic attention (megatron-core refuses to build TE's attention in deterministic mode
+    without it) and torch's deterministic implementations (a warning where an op has none); the model's own
+    choice (megatron's embedding without F.embedding's atomic backward) follows `train.deterministic`
+    through its config."""
     import os
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ["NVTE_ALLOW_NONDETERMINISTIC_ALGO"] = "0"
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 

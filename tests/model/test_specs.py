@@ -1,0 +1,26 @@
+"""Which megatron-core modules fill the layers: Transformer Engine's where it is installed (the GPU check's
+install step puts it in; CI has none, so this runs only there)."""
+import pytest
+
+from model.specs import te_layer_spec
+
+
+def transformer_engine_loads() -> bool:
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception:  # noqa: BLE001 (not installed, or its core alone: FileNotFoundError)
+        return False
+    return True
+
+
+@pytest.mark.skipif(not transformer_engine_loads(), reason="Transformer Engine's torch extension is not installed")
+def test_the_transformer_engine_layer_builds_and_its_attention_takes_the_packed_mask():
+    # under megatron-core's `causal`, Transformer Engine ignores the mask passed, so packed samples would
+    # see each other
+    from megatron.core.extensions.transformer_engine import TEDotProductAttention, TELayerNormColumnParallelLinear
+    from megatron.core.transformer.enums import AttnMaskType
+
+    attention = te_layer_spec().submodules.self_attention
+    assert attention.params["attn_mask_type"] == AttnMaskType.arbitrary
+    assert attention.submodules.core_attention is TEDotProductAttention
+    assert attention.submodules.linear_qkv is TELayerNormColumnParallelLinear
