@@ -49,17 +49,20 @@ def main(argv=None) -> int:
     from model.parallel import init_parallel, shutdown_parallel
 
     init_parallel(tensor_parallel=1)
+    # the local spec's tensor names, which the conversions know, on any machine: Transformer Engine's layers
+    # (`auto` on a GPU with it) hold the norms inside their linears; checkpoints are one layout for both specs
+    model_changes = dict(params_dtype=args.dtype, spec="local")
     started = time.perf_counter()
     try:
         if args.command == "import-qwen2":
             model = import_qwen2(args.qwen2, text_head_layers=args.text_head_layers,
                                  audio_head_layers=args.audio_head_layers, audio_vocab_size=args.audio_vocab,
-                                 whisper_folder=args.whisper, seed=args.seed, params_dtype=args.dtype)
+                                 whisper_folder=args.whisper, seed=args.seed, **model_changes)
             save_checkpoint(model, args.out)
         elif args.command == "import-kimi":
-            save_checkpoint(import_kimi(args.kimi, params_dtype=args.dtype), args.out)
+            save_checkpoint(import_kimi(args.kimi, **model_changes), args.out)
         else:
-            export_kimi(load_checkpoint(args.checkpoint, tensor_parallel=1, params_dtype=args.dtype), args.out)
+            export_kimi(load_checkpoint(args.checkpoint, tensor_parallel=1, **model_changes), args.out)
     except (ModelFolderError, ValueError, FileNotFoundError) as e:
         print(f"convert: error: {e}", file=sys.stderr)
         return 2
