@@ -236,11 +236,12 @@ def test_the_transformer_engine_spec_is_refused_before_the_model_where_it_cannot
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or importlib.util.find_spec("transformer_engine") is not None,
-                    reason="a machine with CUDA trains with Transformer Engine installed; this one has it installed")
+                    reason="needs a machine with neither CUDA nor Transformer Engine, as CI's")
 def test_training_on_cpu_where_transformer_engine_is_installed_is_refused_before_any_work(tmp_path, monkeypatch):
     # megatron-core takes TE's CUDA-only Adam and gradient kernels at import whenever TE is there
     from trainer.checks import model_problems
 
+    # a package of that name on the path stands for Transformer Engine: the check asks whether it is there
     (tmp_path / "site" / "transformer_engine").mkdir(parents=True)
     (tmp_path / "site" / "transformer_engine" / "__init__.py").touch()
     cfg = load_settings(PretrainConfig, "configs/pretrain/tiny.yaml",
