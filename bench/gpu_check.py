@@ -180,7 +180,6 @@ def gpu_extra_problems() -> list[str]:
 def step_install(workdir: Path) -> dict:
     """Every install command runs, then both halves are checked, so one report says all that is wrong."""
     import importlib
-    import sysconfig
 
     # ninja (the extra brings it) is found on PATH: this environment's bin, activated or not; each of its
     # compilers holds up to 2.3 GB (measured), so as many as the memory allows 3 GB each, at most one a core
@@ -195,8 +194,7 @@ def step_install(workdir: Path) -> dict:
     with open(log, "w") as out:
         for command in (uninstall, extra, transformer_engine):
             if command is transformer_engine:  # the extra has brought torch's CUDA headers
-                env["CUDA_HOME"] = str(pip_cuda_home(Path(sysconfig.get_path("purelib")) / "nvidia",
-                                                     workdir / "cuda-headers"))
+                env["CUDA_HOME"] = str(pip_cuda_home(pip_nvidia_folder(), cuda_headers(workdir)))
             out.write(f"$ {' '.join(command)}\n")
             out.flush()
             if subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode:
@@ -207,6 +205,17 @@ def step_install(workdir: Path) -> dict:
     if problems or stack_problems:
         raise RuntimeError(f"{'; '.join(problems + stack_problems)} (see {log})")
     return stack
+
+
+def pip_nvidia_folder() -> Path:
+    """Where the `nvidia` pip packages (torch's CUDA libraries, the extra's headers) live in this environment."""
+    import sysconfig
+
+    return Path(sysconfig.get_path("purelib")) / "nvidia"
+
+
+def cuda_headers(workdir: Path) -> Path:
+    return workdir / "cuda-headers"
 
 
 def pip_cuda_home(nvidia: Path, into: Path) -> Path:
@@ -231,9 +240,7 @@ def alias_pip_cudart() -> None:
     and looks for it under `nvidia/cudart` (or `cuda_cudart`), where CUDA 12's wheel puts it under
     `nvidia/cuda_runtime`: its import then fails with "cudart shared object not found". An alias named as
     it looks for fixes that (tried on a CPU machine: the core library then loads)."""
-    import sysconfig
-
-    nvidia = Path(sysconfig.get_path("purelib")) / "nvidia"
+    nvidia = pip_nvidia_folder()
     alias = nvidia / "cudart"
     if (nvidia / "cuda_runtime" / "lib").is_dir() and not alias.exists() and not (nvidia / "cuda_cudart").exists():
         alias.symlink_to("cuda_runtime")
@@ -553,7 +560,7 @@ def main(argv=None) -> int:
                 *first, transformer_engine = install_commands(sys.executable)
                 for command in first:
                     print(f"gpu-check:   $ {' '.join(command)}")
-                print(f"gpu-check:   $ CUDA_HOME={workdir / 'cuda-headers'} {' '.join(transformer_engine)}")
+                print(f"gpu-check:   $ CUDA_HOME={cuda_headers(workdir)} {' '.join(transformer_engine)}")
             for line in problems:
                 print(f"gpu-check:   {line}")
             failed = failed or bool(problems)

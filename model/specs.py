@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from model.config import KimiAudioConfig
 
+SPECS = ("local", "te", "auto")  # `model.spec`: megatron-core's own modules, Transformer Engine's, or TE where it runs
+
 
 def transformer_engine_problem() -> str | None:
     """Why Transformer Engine's layers cannot run here, if they cannot. They run on CUDA only, and need its
@@ -37,8 +39,8 @@ def cpu_training_problem() -> str | None:
 
 def resolved_spec(spec: str) -> str:
     """`local` or `te`: what `auto` means here, and `te` refused where Transformer Engine cannot run."""
-    if spec not in ("local", "te", "auto"):
-        raise ValueError(f"model spec {spec!r}: choose local, te or auto")
+    if spec not in SPECS:
+        raise ValueError(f"model spec {spec!r}: choose {', '.join(SPECS)}")
     problem = None if spec == "local" else transformer_engine_problem()
     if spec == "auto":
         return "local" if problem else "te"

@@ -77,14 +77,14 @@ def run_problems(cfg: PretrainConfig, world_size: int) -> list[str]:
 
 def model_problems(cfg: PretrainConfig) -> list[str]:
     from model.config import PRESETS
-    from model.specs import cpu_training_problem, transformer_engine_problem
+    from model.specs import SPECS, cpu_training_problem, transformer_engine_problem
 
     m, problems = cfg.model, []
     if problem := cpu_training_problem():
         problems.append(problem)
     if m.preset not in PRESETS and not m.init_checkpoint:
         problems.append(f"model.preset={m.preset!r} is not one of {', '.join(PRESETS)}")
-    if m.spec not in ("local", "te", "auto"):
+    if m.spec not in SPECS:
         problems.append(f"model.spec={m.spec!r} must be local, te or auto")
     elif m.spec == "te" and (problem := transformer_engine_problem()):
         problems.append(f"model.spec=te: {problem}")
