@@ -16,8 +16,9 @@ Steps (each a process of its own, so one that crashes fails alone):
   fp32 and bf16, forward and backward: the first step's loss of each against local fp32 (fp32 within
   0.1%: the same math in another kernel order; bf16 within 2%: an 8-bit mantissa rounds each op by ~0.4%,
   and a random model's loss near ln(vocab) moves by far less than 2% through a dozen layers), and two
-  samples packed in one row against the second alone (`PACKING_TOLERANCE`: an attention that ignores the
-  packed mask fails it); two steps, so a machine without Transformer Engine still checks the local spec;
+  samples packed in one row against the second alone (`PACKING_TOLERANCE`: an attention that lets the
+  second see the first fails it; under TE the row goes as two segments of one sequence, thd); two
+  steps, so a machine without Transformer Engine still checks the local spec;
 - mfu: `bench.model --mfu` (kimi_audio_1b, bf16) with the GPU's dense bf16 peak looked up by name;
 - trainer: torchrun on every visible GPU with NCCL, bf16, the distributed optimizer and deterministic
   kernels (`train.deterministic`: without them a resumed run's losses drift in the 6th digit a few steps
@@ -365,29 +366,27 @@ def step_tokenizer(workdir: Path) -> dict:
     return figures
 
 
-# an attention that ignores the packed mask moves the second sample's logits by about their own size (1.06 of
+# an attention that lets the second sample see the first moves its logits by about their own size (1.06 of
 # the largest, measured on CPU with the local spec given a plain causal mask); rounding by far less (7e-7 in
 # fp32), bf16 included
 PACKING_TOLERANCE = 0.1
 
 
 def packing_error(model, device: str) -> float:
-    """Two samples packed in one row (block-diagonal causal mask, positions restarting) against the second
-    alone: the largest difference of its text logits, over their largest size."""
+    """Two samples packed in one row (each position marked with its sample, positions restarting; under
+    Transformer Engine the row goes as one sequence of two segments, thd) against the second alone: the
+    largest difference of its text logits, over their largest size."""
     import torch
-
-    from model.kimi_audio import causal_mask
 
     generator, (first, second) = torch.Generator(device=device).manual_seed(2), (192, 320)
     a1, t1, a2, t2 = (torch.randint(0, model.cfg.vocab_size, (1, n), device=device, generator=generator)
                       for n in (first, first, second, second))
-    mask = causal_mask(first + second, device).clone()
-    mask[..., first:, :first] = True
     positions = torch.cat([torch.arange(first), torch.arange(second)]).to(device)[None]
+    documents = torch.cat([torch.zeros(first), torch.ones(second)]).long().to(device)[None]
     with torch.no_grad():
         alone = model(a2, t2).text_logits.float()
         packed = model(torch.cat([a1, a2], 1), torch.cat([t1, t2], 1), position_ids=positions,
-                       attention_mask=mask).text_logits[:, first:].float()
+                       document_ids=documents).text_logits[:, first:].float()
     return float((packed - alone).abs().max() / alone.abs().max())
 
 

@@ -5,7 +5,10 @@
     text ids  --E--+                              +--> audio head: layers, norm, audio_output -> audio logits
 
 Both streams share one (vocab-parallel) embedding table; both heads predict over the whole vocabulary.
-Activations are megatron's [sequence, batch, hidden]; inputs and outputs are [batch, sequence].
+Activations are megatron's [sequence, batch, hidden]; inputs and outputs are [batch, sequence]. Packed rows
+(several samples per row, each seeing only its own past) take a block-diagonal causal mask under the local
+spec; under Transformer Engine the rows go as one sequence [B x S, 1, hidden] with their samples' boundaries
+(megatron's `thd`), which its flash and cuDNN attention run without building the S x S mask.
 
 Pipeline parallelism splits the shared layers over the stages; the first stage also holds the embedding,
 the adaptor and Whisper, the last stage both heads and the losses. A stage after the first takes its
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 
 from model.config import KimiAudioConfig
 from model.losses import LossTargets, ModelOutput, masked_mean
-from model.specs import block_spec
+from model.specs import block_spec, resolved_spec
 
 
 class AudioAdaptor(nn.Module):
@@ -48,6 +51,36 @@ class AudioAdaptor(nn.Module):
 def causal_mask(seq_len: int, device) -> Tensor:
     """[1, 1, S, S] bool, True where a query must not see a key (the future)."""
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).triu(1)[None, None]
+
+
+def sample_segments(document_ids: Tensor) -> Tensor:
+    """[B, S] -> [B, S]: each position's segment, numbered through the batch in row-major order. A segment is
+    a run of one sample's positions within a row; a row's padding (any negative id) is one run."""
+    ids = document_ids.clamp(min=-1)
+    starts = torch.ones_like(ids, dtype=torch.bool)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return starts.flatten().cumsum(0).view_as(ids) - 1
+
+
+def block_causal_mask(document_ids: Tensor) -> Tensor:
+    """[B, 1, S, S] bool, True = masked: each position sees its own segment's past only (the local spec's
+    attention for packed rows)."""
+    segments = sample_segments(document_ids)
+    other = segments[:, :, None] != segments[:, None, :]
+    return (other | causal_mask(segments.shape[1], segments.device)[0])[:, None]
+
+
+def packed_sequences(document_ids: Tensor):
+    """Megatron's `thd` parameters for the batch flattened into one sequence of B x S positions: the segments'
+    cumulative lengths, int32 as Transformer Engine's kernels take them (its attention for packed rows)."""
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    lengths = torch.bincount(sample_segments(document_ids).flatten())
+    cumulative = torch.zeros(len(lengths) + 1, dtype=torch.int32, device=document_ids.device)
+    cumulative[1:] = lengths.cumsum(0)
+    longest = int(lengths.max())
+    return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cumulative, cu_seqlens_kv=cumulative,
+                           max_seqlen_q=longest, max_seqlen_kv=longest)
 
 
 def build_block(cfg: KimiAudioConfig, num_layers: int, final_norm: bool, pipelined: bool = False,
@@ -88,6 +121,9 @@ class KimiAudioModel(MegatronModule):
         self.cfg = cfg
         self.model_type = ModelType.encoder_or_decoder  # what megatron's schedules ask of a model
         self.pre_process, self.post_process = pipeline_position(cfg)
+        # packed rows go to Transformer Engine's attention as one sequence of segments (thd: flash or cuDNN
+        # attention, causal within each segment); the local spec takes a block-diagonal causal mask
+        self.packs_into_one_sequence = resolved_spec(cfg.spec) == "te"
         self.embedding = self.adaptor = self.text_head = self.audio_head = None
         self.text_output = self.audio_output = None
         if self.pre_process:
@@ -140,47 +176,69 @@ class KimiAudioModel(MegatronModule):
         return embedded
 
     def rotary_embedding(self, seq_len: int, position_ids: Optional[Tensor]) -> Tensor:
+        """[S, B, 1, D] for megatron's [S, B] activations: positions 0..S-1, or the given ones ([B, S])."""
         if position_ids is None:
             return self.rotary(seq_len)
         table = self.rotary(int(position_ids.max()) + 1)[:, 0, 0, :]
-        return table[position_ids].transpose(0, 1).unsqueeze(2)  # [S, B, 1, D]: positions restart per sample
+        return table[position_ids].transpose(0, 1).unsqueeze(2)  # positions restart per sample
 
     def forward(self, audio_ids: Optional[Tensor] = None, text_ids: Optional[Tensor] = None, *,
                 continuous_mask: Optional[Tensor] = None, whisper_features: Optional[Tensor] = None,
-                position_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, document_ids: Optional[Tensor] = None,
                 targets: Optional[LossTargets] = None) -> ModelOutput | Tensor:
         """ids [B, S]; continuous_mask [B, S] bool with one feature row per True (row-major order);
-        attention_mask [B, 1, S, S] bool, True = masked (None: causal over the whole row). Stages after the
-        first need the ids only for their shape; a stage before the last returns its hidden states."""
+        document_ids [B, S]: which sample each position belongs to, negative for padding (None: one sample per
+        row), so that each sees only its own past. Stages after the first need the ids only for their shape;
+        a stage before the last returns its hidden states: [S, B, H], or [B x S, 1, H] for packed rows under
+        Transformer Engine (`packs_into_one_sequence`)."""
         from megatron.core import tensor_parallel
 
+        rows, seq_len = (audio_ids if audio_ids is not None else text_ids).shape
+        flat = document_ids is not None and self.packs_into_one_sequence
+        hidden = None  # after the first stage, the previous stage's output arrives through set_input_tensor
         if self.pre_process:
-            hidden = self.embed(audio_ids, text_ids, continuous_mask, whisper_features).transpose(0, 1).contiguous()
-            seq_len = hidden.shape[0]
-        else:  # the previous stage's output arrives through set_input_tensor
-            hidden, seq_len = None, (audio_ids if audio_ids is not None else text_ids).shape[1]
-        rotary = self.rotary_embedding(seq_len, position_ids)
-        if attention_mask is None:  # built here: megatron's default causal mask is allocated on "cuda"
-            attention_mask = causal_mask(seq_len, rotary.device)
-        shared = self.shared(hidden, attention_mask, rotary_pos_emb=rotary)
+            hidden = sequence_first(self.embed(audio_ids, text_ids, continuous_mask, whisper_features), flat)
+        if flat:  # megatron's thd rotary takes one position per token when given as many as the tokens
+            if position_ids is None:
+                position_ids = torch.arange(seq_len, device=document_ids.device).expand(rows, seq_len)
+            rotary = self.rotary_embedding(rows * seq_len, position_ids.reshape(1, -1))
+            attention = dict(attention_mask=None, packed_seq_params=packed_sequences(document_ids))
+        else:
+            rotary = self.rotary_embedding(seq_len, position_ids)
+            # built here: megatron's default causal mask is allocated on "cuda"
+            mask = causal_mask(seq_len, rotary.device) if document_ids is None else block_causal_mask(document_ids)
+            attention = dict(attention_mask=mask)
+        shared = self.shared(hidden, rotary_pos_emb=rotary, **attention)
         if not self.post_process:
             return shared
-        text_hidden = self.text_head(shared, attention_mask, rotary_pos_emb=rotary)
-        audio_hidden = self.audio_head(shared, attention_mask, rotary_pos_emb=rotary)
+        text_hidden = self.text_head(shared, rotary_pos_emb=rotary, **attention)
+        audio_hidden = self.audio_head(shared, rotary_pos_emb=rotary, **attention)
         text_logits, _ = self.text_output(text_hidden)
         audio_logits, _ = self.audio_output(audio_hidden)
         if targets is None:
             gather = tensor_parallel.gather_from_tensor_model_parallel_region
-            return ModelOutput(audio_logits=gather(audio_logits).transpose(0, 1),
-                               text_logits=gather(text_logits).transpose(0, 1))
-        audio_token_loss = tensor_parallel.vocab_parallel_cross_entropy(
-            audio_logits.float(), targets.audio_labels.transpose(0, 1).contiguous()).transpose(0, 1)
-        text_token_loss = tensor_parallel.vocab_parallel_cross_entropy(
-            text_logits.float(), targets.text_labels.transpose(0, 1).contiguous()).transpose(0, 1)
+            return ModelOutput(audio_logits=batch_first(gather(audio_logits), rows),
+                               text_logits=batch_first(gather(text_logits), rows))
+        audio_token_loss = batch_first(tensor_parallel.vocab_parallel_cross_entropy(
+            audio_logits.float(), sequence_first(targets.audio_labels, flat)), rows)
+        text_token_loss = batch_first(tensor_parallel.vocab_parallel_cross_entropy(
+            text_logits.float(), sequence_first(targets.text_labels, flat)), rows)
         audio_loss = masked_mean(audio_token_loss, targets.audio_loss_mask)
         text_loss = masked_mean(text_token_loss, targets.text_loss_mask)
         return ModelOutput(audio_token_loss=audio_token_loss, text_token_loss=text_token_loss,
                            audio_loss=audio_loss, text_loss=text_loss, loss=audio_loss + text_loss)
+
+
+def sequence_first(x: Tensor, flat: bool) -> Tensor:
+    """[B, S, ...] -> megatron's [S, B, ...]; `flat`: the rows one after another, [B x S, 1, ...]."""
+    if flat:
+        x = x.reshape(1, -1, *x.shape[2:])
+    return x.transpose(0, 1).contiguous()
+
+
+def batch_first(x: Tensor, rows: int) -> Tensor:
+    """[S, B, ...] or [B x S, 1, ...] -> [B, S, ...]."""
+    return x.transpose(0, 1).reshape(rows, -1, *x.shape[2:])
 
 
 def build_model(cfg: KimiAudioConfig, whisper: Optional[nn.Module] = None) -> KimiAudioModel:

@@ -51,15 +51,12 @@ def resolved_spec(spec: str) -> str:
 
 def te_layer_spec():
     """Transformer Engine's layer: its fused norm-and-linear modules take RMSNorm from the model's config
-    (megatron-core's TE spec has no `normalization` argument, unlike the local one), and its attention the
-    given mask. Under megatron-core's `causal`, Transformer Engine ignores any mask passed (its mask is used
-    only for `padding` and `arbitrary` types), so packed samples would see each other."""
+    (megatron-core's TE spec has no `normalization` argument, unlike the local one). Its attention is causal:
+    packed rows reach it as one sequence with their samples' boundaries (thd), which megatron then marks
+    `padding_causal`, causal within each sample (a mask passed with `causal` would be ignored)."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
-    from megatron.core.transformer.enums import AttnMaskType
 
-    layer = get_gpt_layer_with_transformer_engine_spec()
-    layer.submodules.self_attention.params["attn_mask_type"] = AttnMaskType.arbitrary
-    return layer
+    return get_gpt_layer_with_transformer_engine_spec()
 
 
 def block_spec(cfg: KimiAudioConfig, config):

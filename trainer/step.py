@@ -51,7 +51,7 @@ def whisper_features(model, batch: PackedBatch, frozen: bool) -> torch.Tensor | 
 def batch_tensors(batch: PackedBatch, device) -> tuple[dict, LossTargets]:
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     inputs = dict(audio_ids=t(batch.audio_ids), text_ids=t(batch.text_ids), continuous_mask=t(batch.continuous),
-                  position_ids=t(batch.position_ids), attention_mask=t(batch.attention_mask()))
+                  position_ids=t(batch.position_ids), document_ids=t(batch.document_ids))
     targets = LossTargets(t(batch.audio_labels), t(batch.text_labels), t(batch.audio_loss_mask),
                           t(batch.text_loss_mask))
     return inputs, targets
@@ -90,10 +90,13 @@ def forward_backward(ddp_model, model, batches: list[PackedBatch], *, whisper_fr
         return out, partial(micro_batch_loss, targets=targets, task_ids=task_ids, normalisation=normalisation)
 
     rows, seq_len = batches[0].audio_ids.shape
+    # the shape of what one pipeline stage sends the next: [S, B, H], or packed rows as one sequence
+    seq_length, micro_batch_size = (rows * seq_len, 1) if model.packs_into_one_sequence else (seq_len, rows)
     with cuda_tensors_on_cpu():
         reduced = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(batches), model=[ddp_model],
-            num_microbatches=len(batches), seq_length=seq_len, micro_batch_size=rows, forward_only=forward_only)
+            num_microbatches=len(batches), seq_length=seq_length, micro_batch_size=micro_batch_size,
+            forward_only=forward_only)
     n_tasks = len(TASKS)
     figures = torch.zeros(3 + 2 * n_tasks, dtype=torch.float64, device=collective_device())
     for item in reduced:  # the last stage's micro-batches; other stages get nothing

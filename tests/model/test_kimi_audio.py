@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from model.config import kimi_audio_7b, kimi_audio_tiny, parameter_count
-from model.kimi_audio import LossTargets, build_model, causal_mask
+from model.kimi_audio import LossTargets, block_causal_mask, build_model, packed_sequences, sample_segments
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +111,78 @@ def test_losses_are_the_masked_cross_entropies_of_the_two_heads(model):
     assert not torch.allclose(logits.audio_logits, logits.text_logits)
 
 
+def packed_pair():
+    """Two samples (10 and 14 positions) alone, and packed in one row of 26 with two positions of padding."""
+    (a1, t1), (a2, t2) = batch(seed=3, b=1, s=10), batch(seed=4, b=1, s=14)
+    pad = torch.zeros(1, 2, dtype=torch.long)
+    packed = torch.cat([a1, a2, pad], 1), torch.cat([t1, t2, pad], 1)
+    positions = torch.cat([torch.arange(10), torch.arange(14), torch.zeros(2, dtype=torch.long)])[None]
+    documents = torch.tensor([[0] * 10 + [1] * 14 + [-1] * 2])
+    return (a1, t1), (a2, t2), packed, positions, documents
+
+
 def test_packed_samples_see_only_themselves(model):
-    """Two samples in one row, block-diagonal causal mask, positions restarting: each as if alone."""
-    a1, t1 = batch(seed=3, b=1, s=10)
-    a2, t2 = batch(seed=4, b=1, s=14)
-    packed_a, packed_t = torch.cat([a1, a2], 1), torch.cat([t1, t2], 1)
-    mask = causal_mask(24, "cpu").clone()
-    mask[..., 10:, :10] = True
-    positions = torch.cat([torch.arange(10), torch.arange(14)])[None]
+    """Two samples in one row, each position marked with its sample, positions restarting: each as if alone."""
+    first, second, packed, positions, documents = packed_pair()
     with torch.no_grad():
-        packed = model(packed_a, packed_t, position_ids=positions, attention_mask=mask)
-        first, second = model(a1, t1), model(a2, t2)
-    torch.testing.assert_close(packed.text_logits[:, :10], first.text_logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(packed.audio_logits[:, 10:], second.audio_logits, atol=1e-5, rtol=1e-5)
+        out = model(*packed, position_ids=positions, document_ids=documents)
+        alone_first, alone_second = model(*first), model(*second)
+    torch.testing.assert_close(out.text_logits[:, :10], alone_first.text_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.audio_logits[:, 10:24], alone_second.audio_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_each_position_sees_only_its_own_samples_past():
+    documents = torch.tensor([[0, 0, 1, 1, 1, -1, -1], [0, 0, 0, 0, 0, 0, -1]])
+    assert sample_segments(documents).tolist() == [[0, 0, 1, 1, 1, 2, 2], [3, 3, 3, 3, 3, 3, 4]]
+    mask = block_causal_mask(documents)  # True = masked
+    assert mask.shape == (2, 1, 7, 7)
+    assert not mask[0, 0, 3, 2] and mask[0, 0, 2, 1] and mask[0, 0, 2, 3]  # own past only; not the sample before
+    assert not mask[0, 0, 6, 6] and not mask[0, 0, 6, 5] and mask[0, 0, 5, 4]  # padding: no empty softmax rows
+    params = packed_sequences(documents)  # the same segments, as Transformer Engine's attention takes them
+    assert params.qkv_format == "thd" and params.cu_seqlens_q.dtype == torch.int32
+    assert params.cu_seqlens_q.tolist() == [0, 2, 5, 7, 13, 14] and params.max_seqlen_q == 6
+
+
+class SegmentAttention(torch.nn.Module):
+    """Stands in for Transformer Engine's attention, which runs on CUDA only: megatron's thd inputs (all
+    rows as one sequence, [T, heads, dim], and the segments' cumulative lengths), each segment causal on its
+    own through torch's scaled_dot_product_attention."""
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        assert attention_mask is None and packed_seq_params.qkv_format == "thd"
+        bounds = packed_seq_params.cu_seqlens_q.tolist()
+        groups = query.shape[1] // key.shape[1]
+
+        def heads_first(x, start, end, repeat=1):
+            return x[start:end].transpose(0, 1).repeat_interleave(repeat, 0)
+
+        out = [F.scaled_dot_product_attention(heads_first(query, start, end), heads_first(key, start, end, groups),
+                                              heads_first(value, start, end, groups), is_causal=True).transpose(0, 1)
+               for start, end in zip(bounds[:-1], bounds[1:])]
+        return torch.cat(out).flatten(1)
+
+
+def test_packed_rows_as_one_sequence_give_what_the_block_mask_gives(model, monkeypatch):
+    """Transformer Engine's path for packed rows (thd: the rows flattened into one sequence, megatron's rotary
+    per segment, the outputs and losses folded back into rows), its attention kernel stood in for on CPU: the
+    same logits and losses as the local spec's block-diagonal mask, for a row of two samples and padding next
+    to a row of one sample."""
+    _, _, packed, positions, documents = packed_pair()
+    other_a, other_t = batch(seed=5, b=1, s=26)
+    audio, text = torch.cat([packed[0], other_a]), torch.cat([packed[1], other_t])
+    positions = torch.cat([positions, torch.arange(26)[None]])
+    documents = torch.cat([documents, torch.zeros(1, 26, dtype=torch.long)])
+    labels, real = torch.roll(text, -1, 1), documents >= 0
+    targets, inputs = LossTargets(labels, labels, real, real), dict(position_ids=positions, document_ids=documents)
+    with torch.no_grad():
+        masked, masked_loss = model(audio, text, **inputs), model(audio, text, **inputs, targets=targets)
+        for block in (model.shared, model.text_head, model.audio_head):
+            for layer in block.layers:
+                monkeypatch.setattr(layer.self_attention, "core_attention", SegmentAttention())
+        monkeypatch.setattr(model, "packs_into_one_sequence", True)
+        flat, flat_loss = model(audio, text, **inputs), model(audio, text, **inputs, targets=targets)
+    for name in ("text_logits", "audio_logits"):
+        torch.testing.assert_close(getattr(flat, name)[real], getattr(masked, name)[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flat_loss.text_token_loss, masked_loss.text_token_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flat_loss.loss, masked_loss.loss, atol=1e-5, rtol=1e-5)

@@ -14,13 +14,13 @@ def transformer_engine_loads() -> bool:
 
 
 @pytest.mark.skipif(not transformer_engine_loads(), reason="Transformer Engine's torch extension is not installed")
-def test_the_transformer_engine_layer_builds_and_its_attention_takes_the_packed_mask():
-    # under megatron-core's `causal`, Transformer Engine ignores the mask passed, so packed samples would
-    # see each other
+def test_the_transformer_engine_layer_builds_with_causal_attention_for_packed_sequences():
+    # packed rows reach TE's attention as one sequence with their samples' boundaries (thd), which megatron
+    # turns from `causal` into `padding_causal`; under `causal` a mask passed would be ignored
     from megatron.core.extensions.transformer_engine import TEDotProductAttention, TELayerNormColumnParallelLinear
     from megatron.core.transformer.enums import AttnMaskType
 
     attention = te_layer_spec().submodules.self_attention
-    assert attention.params["attn_mask_type"] == AttnMaskType.arbitrary
+    assert attention.params["attn_mask_type"] == AttnMaskType.causal
     assert attention.submodules.core_attention is TEDotProductAttention
     assert attention.submodules.linear_qkv is TELayerNormColumnParallelLinear

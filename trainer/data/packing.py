@@ -1,4 +1,4 @@
-"""Packing task samples into fixed-length rows, attention confined to each sample, and batching.
+"""Packing task samples into fixed-length rows, each position marked with its sample, and batching.
 
 Targets are next-token: position p of a sample predicts its token p+1, so a head's label at p is the
 stream's id at p+1 and its loss mask is that position's target flag. The last position of each sample
@@ -25,18 +25,12 @@ class PackedBatch:
     text_loss_mask: np.ndarray
     continuous: np.ndarray
     position_ids: np.ndarray
-    document_ids: np.ndarray       # sample index within the row; padding positions are negative and unique
+    document_ids: np.ndarray       # sample index within the row (-1 on padding): the model's attention stays
+                                   # within each sample (model.kimi_audio.sample_segments)
     task_ids: np.ndarray           # index into TASKS per position (-1 on padding)
     clips: list
     origins: list = field(default_factory=list)  # each sample's origin, in order (trainer.data.stream)
     sample_lengths: list = field(default_factory=list)  # each sample's positions, in order
-
-    def attention_mask(self) -> np.ndarray:
-        """[rows, 1, S, S] bool, True = masked: causal and only within one sample."""
-        docs = self.document_ids
-        same = docs[:, :, None] == docs[:, None, :]
-        causal = np.tril(np.ones((docs.shape[1], docs.shape[1]), bool))
-        return ~(same & causal)[:, None]
 
 
 def pack_rows(samples: Sequence[TaskSample], seq_len: int, pad_id: int) -> PackedBatch:
@@ -54,7 +48,7 @@ def pack_rows(samples: Sequence[TaskSample], seq_len: int, pad_id: int) -> Packe
     shape = (len(rows), seq_len)
     out = PackedBatch(*(np.full(shape, pad_id, np.int64) for _ in range(4)),
                       *(np.zeros(shape, bool) for _ in range(3)), np.zeros(shape, np.int64),
-                      np.tile(-1 - np.arange(seq_len), (len(rows), 1)), np.full(shape, -1, np.int64), [])
+                      np.full(shape, -1, np.int64), np.full(shape, -1, np.int64), [])
     for r, row in enumerate(rows):
         at = 0
         for d, s in enumerate(row):
