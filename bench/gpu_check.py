@@ -19,7 +19,8 @@ Steps (each a process of its own, so one that crashes fails alone):
   samples packed in one row against the second alone (`PACKING_TOLERANCE`: an attention that lets the
   second see the first fails it; under TE the row goes as two segments of one sequence, thd); two
   steps, so a machine without Transformer Engine still checks the local spec;
-- mfu: `bench.model --mfu` (kimi_audio_1b, bf16) with the GPU's dense bf16 peak looked up by name;
+- mfu: `bench.model --mfu` (kimi_audio_1b, bf16; local spec and TE's where it loads; whole causal rows and
+  rows packed with four samples) with the GPU's dense bf16 peak looked up by name;
 - trainer: torchrun on every visible GPU with NCCL, bf16, the distributed optimizer and deterministic
   kernels (`train.deterministic`: without them a resumed run's losses drift in the 6th digit a few steps
   on, from nondeterministic kernels such as F.embedding's atomic backward), 20 steps of `small` with a

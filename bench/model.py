@@ -7,11 +7,13 @@ and per model FLOP.
 The Kimi-Audio model also embeds a second stream and runs a second output projection, so at equal layer
 count it does more work than the Qwen2 reference (on `small`, whose vocabulary is large for its width, about a
 quarter more); the per-FLOP ratio takes that out. With a GPU, `--mfu` runs the ~1B preset in
-bf16 and prints model FLOPs utilisation (target 40%).
+bf16 under each spec that runs there, on whole and on packed rows, and prints model FLOPs utilisation (target
+40%).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -29,18 +31,24 @@ def time_steps(step, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def kimi_step(model, batch: int, seq: int):
+def kimi_step(model, batch: int, seq: int, samples_per_row: int = 0):
+    """One forward+backward on random ids; `samples_per_row`: rows packed with that many samples each (the
+    trainer's rows: each position marked with its sample, positions restarting), else one causal row."""
     from model.kimi_audio import LossTargets
 
     vocab = model.cfg.vocab_size
     device = "cuda" if torch.cuda.is_available() else "cpu"
     audio, text, labels = (torch.randint(0, vocab, (batch, seq), device=device) for _ in range(3))
     ones = torch.ones(batch, seq, device=device)
-    targets = LossTargets(labels, labels, ones, ones)
+    targets, packing = LossTargets(labels, labels, ones, ones), {}
+    if samples_per_row:
+        positions = torch.arange(seq, device=device).expand(batch, seq)
+        packing = dict(position_ids=positions % (seq // samples_per_row),
+                       document_ids=positions // (seq // samples_per_row))
 
     def step():
         model.zero_grad(set_to_none=True)
-        model(audio, text, targets=targets).loss.backward()
+        model(audio, text, targets=targets, **packing).loss.backward()
     return step
 
 
@@ -71,6 +79,37 @@ def model_flops_per_token(cfg, seq: int, dense: int | None = None) -> float:
     return 6 * dense + 12 * layers * cfg.hidden_size * seq
 
 
+# packed rows as the trainer makes them: four samples of 512 in a row of 2,048 (`--seq`)
+SAMPLES_PER_PACKED_ROW = 4
+
+
+def mfu_figures(args) -> dict:
+    """kimi_audio_1b in bf16 under each spec that runs here (local; Transformer Engine's where it loads), on
+    whole causal rows and on packed rows: tokens/s, model TFLOP/s and MFU, one line each. Packed rows count
+    attention over each sample only, the work their attention does."""
+    from model.config import model_preset
+    from model.kimi_audio import build_model
+    from model.specs import transformer_engine_problem
+
+    figures = {"peak_tflops": args.peak_tflops}
+    for spec in ("local",) if transformer_engine_problem() else ("local", "te"):
+        cfg = model_preset("kimi_audio_1b", params_dtype="bfloat16", spec=spec)
+        model = build_model(cfg)
+        for rows, per_row in (("whole", 0), ("packed", SAMPLES_PER_PACKED_ROW)):
+            seconds = time_steps(kimi_step(model, args.batch, args.seq, per_row), args.steps)
+            attended = args.seq // max(per_row, 1)
+            tokens_per_s = args.batch * args.seq / seconds
+            achieved = model_flops_per_token(cfg, attended) * tokens_per_s / 1e12
+            figures[f"{spec}_{rows}"] = {"tokens_per_s": round(tokens_per_s), "tflops": round(achieved, 1),
+                                         "mfu": round(achieved / args.peak_tflops, 4)}
+            print(f"kimi_audio_1b bf16, {spec} spec, {rows} rows ({args.batch} x {args.seq}, samples of "
+                  f"{attended}): {tokens_per_s:,.0f} tokens/s, {achieved:.0f} TFLOP/s, "
+                  f"MFU {achieved / args.peak_tflops:.1%} of {args.peak_tflops:.0f}", flush=True)
+        del model
+        torch.cuda.empty_cache()
+    return figures
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -96,11 +135,7 @@ def main(argv=None) -> int:
             if not torch.cuda.is_available():
                 print("--mfu needs a GPU; none here")
                 return 2
-            cfg = model_preset("kimi_audio_1b", params_dtype="bfloat16")
-            seconds = time_steps(kimi_step(build_model(cfg), args.batch, args.seq), args.steps)
-            achieved = model_flops_per_token(cfg, args.seq) * args.batch * args.seq / seconds / 1e12
-            print(f"kimi_audio_1b bf16: {args.batch * args.seq / seconds:,.0f} tokens/s, {achieved:.0f} TFLOP/s, "
-                  f"MFU {achieved / args.peak_tflops:.1%} of {args.peak_tflops:.0f}")
+            print(f"RESULT {json.dumps(mfu_figures(args))}")
             return 0
         cfg = model_preset(args.preset)
         torch.manual_seed(0)
