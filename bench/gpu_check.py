@@ -28,7 +28,8 @@ Steps (each a process of its own, so one that crashes fails alone):
   steps 11-20 identical; with 2 or more GPUs also tensor parallel 2 and pipeline parallel 2. They train
   on the curation step's output, or on `--dataset` (a curated dataset made elsewhere, e.g. on CPU).
 `--steps` runs some of them (a machine with no package index: `--skip-install`, the rest brought along).
-Each line goes to `--out` as {step: {passed, seconds, figure}}; the exit status is 1 when any failed.
+Each line goes to `--out` as {step: {passed, seconds, figure}}, with `attention` where Transformer Engine said
+which attention kernel it chose (the steps run with its debug log on); the exit status is 1 when any failed.
 `--dry-run` builds every step's command and checks its configs on a CPU-only machine, touching no CUDA.
 """
 from __future__ import annotations
@@ -514,9 +515,21 @@ def run_step(step: Step, env: dict, logs: Path) -> dict:
         passed = result.returncode == 0
         if not passed:
             figure = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        backends = attention_backends(result.stdout + result.stderr)
     except subprocess.TimeoutExpired:
-        passed, figure = False, f"timed out after {step.timeout_s} s"
-    return {"passed": passed, "seconds": round(time.perf_counter() - started, 1), "figure": figure}
+        passed, figure, backends = False, f"timed out after {step.timeout_s} s", []
+    outcome = {"passed": passed, "seconds": round(time.perf_counter() - started, 1), "figure": figure}
+    return {**outcome, "attention": backends} if backends else outcome
+
+
+# TE's attention logs its choice under NVTE_DEBUG=1 NVTE_DEBUG_LEVEL=2 (dot_product_attention/utils.py, 2.11):
+# which kernel ran explains an MFU figure, and shows whether packed rows reached cuDNN or flash attention
+TE_DEBUG = {"NVTE_DEBUG": "1", "NVTE_DEBUG_LEVEL": "2"}
+
+
+def attention_backends(output: str) -> list[str]:
+    """The attention backends Transformer Engine says it selected, each once, in order."""
+    return list(dict.fromkeys(re.findall(r"Selected backend = (.+?)\s*$", output, re.MULTILINE)))
 
 
 def main(argv=None) -> int:
@@ -550,7 +563,7 @@ def main(argv=None) -> int:
                   f"{', '.join(step.name for step in steps)}", file=sys.stderr)
             return 2
         steps = [step for step in steps if step.name in wanted]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", **TE_DEBUG}
     results, failed = {}, False
     for step in steps:
         if args.dry_run:
@@ -570,8 +583,9 @@ def main(argv=None) -> int:
             step.command += ["--peak-tflops", str(peak_tflops(name) or 989.0)]
         results[step.name] = run_step(step, env, workdir / "logs")
         r = results[step.name]
+        attention = f"  (attention: {', '.join(r['attention'])})" if r.get("attention") else ""
         print(f"gpu-check: {step.name:<10} {'passed' if r['passed'] else 'FAILED'}  {r['seconds']:6.1f} s  "
-              f"{r['figure']}", flush=True)
+              f"{r['figure']}{attention}", flush=True)
         failed = failed or not r["passed"]
         Path(args.out).write_text(json.dumps(results, indent=2))  # after each step: a killed check keeps what ran
     return 1 if failed else 0

@@ -1,11 +1,13 @@
 """`make gpu-check --dry-run` on a CPU machine: every step's command is built and its configs pass the
 checks, and nothing touches CUDA."""
 
+import sys
+
 import torch
 from packaging.requirements import Requirement
 
 from bench import gpu_check
-from bench.gpu_check import main, peak_tflops
+from bench.gpu_check import Step, main, peak_tflops, run_step
 
 
 def test_the_dry_run_plans_every_step_and_touches_no_cuda(tmp_path, capsys):
@@ -67,3 +69,16 @@ def test_transformer_engine_compiles_against_every_pip_cuda_header_and_no_alias(
 def test_the_peak_is_looked_up_from_the_device_name():
     assert peak_tflops("NVIDIA H200") == 989.0 and peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert peak_tflops("NVIDIA L40S") == 362.0 and peak_tflops("Some Future GPU") is None
+
+
+def test_a_steps_result_names_the_attention_kernels_transformer_engine_chose(tmp_path):
+    # the lines TE 2.11 logs under NVTE_DEBUG=1 NVTE_DEBUG_LEVEL=2, once per new set of attention inputs
+    logged = [f"[DEBUG    | DotProductAttention]: Selected backend = {name}" for name in
+              ("FusedAttention (sub-backend 1)", "FusedAttention (sub-backend 1)", "UnfusedDotProductAttention")]
+    step = tmp_path / "step.py"
+    step.write_text(f"import sys\nprint({chr(10).join(logged)!r}, file=sys.stderr)\nprint('RESULT {{\"mfu\": 0.3}}')\n")
+    result = run_step(Step("mfu", [sys.executable, str(step)], 60), {}, tmp_path / "logs")
+    assert result["passed"] and result["figure"] == {"mfu": 0.3}
+    assert result["attention"] == ["FusedAttention (sub-backend 1)", "UnfusedDotProductAttention"]
+    step.write_text("print('RESULT {}')\n")  # no Transformer Engine: no such lines, no such key
+    assert "attention" not in run_step(Step("model", [sys.executable, str(step)], 60), {}, tmp_path / "logs")
