@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from model.config import kimi_audio_7b, kimi_audio_tiny, parameter_count
 from model.kimi_audio import LossTargets, block_causal_mask, build_model, packed_sequences, sample_segments
+from tests.model.thd_stand_in import attend_as_transformer_engine
 
 
 @pytest.fixture(scope="module")
@@ -143,31 +144,11 @@ def test_each_position_sees_only_its_own_samples_past():
     assert params.cu_seqlens_q.tolist() == [0, 2, 5, 7, 13, 14] and params.max_seqlen_q == 6
 
 
-class SegmentAttention(torch.nn.Module):
-    """Stands in for Transformer Engine's attention, which runs on CUDA only: megatron's thd inputs (all
-    rows as one sequence, [T, heads, dim], and the segments' cumulative lengths), each segment causal on its
-    own through torch's scaled_dot_product_attention."""
-
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):
-        assert attention_mask is None and packed_seq_params.qkv_format == "thd"
-        bounds = packed_seq_params.cu_seqlens_q.tolist()
-        groups = query.shape[1] // key.shape[1]
-
-        def heads_first(x, start, end, repeat=1):
-            return x[start:end].transpose(0, 1).repeat_interleave(repeat, 0)
-
-        out = [F.scaled_dot_product_attention(heads_first(query, start, end), heads_first(key, start, end, groups),
-                                              heads_first(value, start, end, groups), is_causal=True).transpose(0, 1)
-               for start, end in zip(bounds[:-1], bounds[1:])]
-        return torch.cat(out).flatten(1)
-
-
 def test_packed_rows_as_one_sequence_give_what_the_block_mask_gives(model, monkeypatch):
     """Transformer Engine's path for packed rows (thd: the rows flattened into one sequence, megatron's rotary
-    per segment, the outputs and losses folded back into rows), its attention kernel stood in for on CPU: the
-    same logits and losses as the local spec's block-diagonal mask, for a row of two samples and padding next
-    to a row of one sample."""
+    per segment, the outputs and losses folded back into rows), its attention kernel stood in for on CPU
+    (tests.model.thd_stand_in): the same logits and losses as the local spec's block-diagonal mask, for a row
+    of two samples and padding next to a row of one sample."""
     _, _, packed, positions, documents = packed_pair()
     other_a, other_t = batch(seed=5, b=1, s=26)
     audio, text = torch.cat([packed[0], other_a]), torch.cat([packed[1], other_t])
@@ -177,10 +158,7 @@ def test_packed_rows_as_one_sequence_give_what_the_block_mask_gives(model, monke
     targets, inputs = LossTargets(labels, labels, real, real), dict(position_ids=positions, document_ids=documents)
     with torch.no_grad():
         masked, masked_loss = model(audio, text, **inputs), model(audio, text, **inputs, targets=targets)
-        for block in (model.shared, model.text_head, model.audio_head):
-            for layer in block.layers:
-                monkeypatch.setattr(layer.self_attention, "core_attention", SegmentAttention())
-        monkeypatch.setattr(model, "packs_into_one_sequence", True)
+        attend_as_transformer_engine(model, monkeypatch.setattr)
         flat, flat_loss = model(audio, text, **inputs), model(audio, text, **inputs, targets=targets)
     for name in ("text_logits", "audio_logits"):
         torch.testing.assert_close(getattr(flat, name)[real], getattr(masked, name)[real], atol=1e-5, rtol=1e-5)

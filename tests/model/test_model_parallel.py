@@ -1,4 +1,5 @@
-"""One step at TP=1/PP=1 in this process against TP=2 and PP=2 in two processes under real torchrun (gloo)."""
+"""One step at TP=1/PP=1 in this process against TP=2 and PP=2 in two processes under real torchrun (gloo), on
+packed rows; PP=2 also with the rows as one sequence, as under Transformer Engine."""
 import json
 import os
 import subprocess
@@ -26,16 +27,19 @@ def run_two_processes(*args: str) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-@pytest.mark.parametrize("tp, pp, shared_layers, last_stage_shared_layers", [
-    (2, 1, 2, ""),
-    (1, 2, 3, "1"),  # uneven stages: two shared layers on the first, one and both heads on the last
+@pytest.mark.parametrize("tp, pp, shared_layers, last_stage_shared_layers, attention", [
+    (2, 1, 2, "", "mask"),
+    (1, 2, 3, "1", "mask"),  # uneven stages: two shared layers on the first, one and both heads on the last
+    # packed rows as one sequence, as under Transformer Engine: the stages exchange [B x S, 1, H], and the
+    # losses and gradients are the one-process block mask's
+    (1, 2, 3, "1", "thd"),
 ])
 def test_parallel_step_matches_one_process_and_its_checkpoint_loads_whole(
-        megatron, tmp_path, tp, pp, shared_layers, last_stage_shared_layers):
+        megatron, tmp_path, tp, pp, shared_layers, last_stage_shared_layers, attention):
     torch.manual_seed(0)
     save_checkpoint(build_model(kimi_audio_tiny().with_changes(shared_layers=shared_layers)), tmp_path / "start")
     run_two_processes(str(tmp_path / "start"), str(tmp_path / "parallel"), str(tp), str(pp),
-                      last_stage_shared_layers)
+                      last_stage_shared_layers, attention)
     parallel_losses = json.loads((tmp_path / "parallel" / "losses.json").read_text())
 
     model = load_checkpoint(tmp_path / "start")
