@@ -5,8 +5,8 @@
 
 The step runs two micro-batches of packed rows through megatron's forward-backward schedule (1F1B across
 stages with pipeline parallelism), then p -= lr * grad. `thd`: the rows go as one sequence of samples, as
-under Transformer Engine (tests.model.thd_stand_in), so the stages exchange [B x S, 1, H]. Writes OUT_DIR/losses.json and OUT_DIR/ckpt (the stepped
-weights, saved at this layout).
+under Transformer Engine (tests.model.thd_stand_in), so the stages exchange [B x S, 1, H]. Writes
+OUT_DIR/losses.json and OUT_DIR/ckpt (the stepped weights, saved at this layout).
 """
 import json
 import sys
