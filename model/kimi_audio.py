@@ -147,10 +147,10 @@ class KimiAudioModel(MegatronModule):
             raise ValueError("Whisper belongs on the first pipeline stage")
         self.whisper = whisper
 
-    def exchanged_shape(self, rows: int, seq_len: int, packed: bool) -> tuple[int, int]:
-        """(sequence, batch) of the hidden states one pipeline stage sends the next, for megatron's schedule:
-        [S, B, H], or [B x S, 1, H] for packed rows (`document_ids` given) under Transformer Engine."""
-        return (rows * seq_len, 1) if packed and self.packs_into_one_sequence else (seq_len, rows)
+    def exchanged_shape(self, rows: int, seq_len: int) -> tuple[int, int]:
+        """(sequence, batch) of the hidden states one pipeline stage sends the next for packed rows
+        (`document_ids` given), for megatron's schedule: [S, B, H], or [B x S, 1, H] under Transformer Engine."""
+        return (rows * seq_len, 1) if self.packs_into_one_sequence else (seq_len, rows)
 
     def set_input_tensor(self, input_tensor) -> None:
         """The previous stage's hidden states (megatron's schedules pass a one-element list)."""

@@ -90,7 +90,7 @@ def forward_backward(ddp_model, model, batches: list[PackedBatch], *, whisper_fr
         return out, partial(micro_batch_loss, targets=targets, task_ids=task_ids, normalisation=normalisation)
 
     rows, seq_len = batches[0].audio_ids.shape
-    seq_length, micro_batch_size = model.exchanged_shape(rows, seq_len, packed=True)
+    seq_length, micro_batch_size = model.exchanged_shape(rows, seq_len)
     with cuda_tensors_on_cpu():
         reduced = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(batches), model=[ddp_model],

@@ -55,7 +55,7 @@ def train_step(model) -> dict | None:
                                         "text": o.text_loss.detach()})
 
     micro_batches = fixed_micro_batches(model.cfg)
-    seq_length, micro_batch_size = model.exchanged_shape(*micro_batches[0][0]["audio_ids"].shape, packed=True)
+    seq_length, micro_batch_size = model.exchanged_shape(*micro_batches[0][0]["audio_ids"].shape)
     with cuda_tensors_on_cpu():
         reduced = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(micro_batches), model=[model],
