@@ -25,8 +25,9 @@ Steps (each a process of its own, so one that crashes fails alone):
   kernels (`train.deterministic`: without them a resumed run's losses drift in the 6th digit a few steps
   on, from nondeterministic kernels such as F.embedding's atomic backward), 20 steps of `small` with a
   checkpoint at 10; then the same run stopped by SIGTERM after its checkpoint and resumed: losses of
-  steps 11-20 identical; with 2 or more GPUs also tensor parallel 2 and pipeline parallel 2. They train
-  on the curation step's output, or on `--dataset` (a curated dataset made elsewhere, e.g. on CPU).
+  steps 11-20 identical, and the model TFLOP/s per GPU and MFU the trainer logged; with 2 or more GPUs also
+  tensor parallel 2 and pipeline parallel 2. They train on the curation step's output, or on `--dataset`
+  (a curated dataset made elsewhere, e.g. on CPU).
 `--steps` runs some of them (a machine with no package index: `--skip-install`, the rest brought along).
 Each line goes to `--out` as {step: {passed, seconds, figure}}, with `attention` where Transformer Engine said
 which attention kernel it chose (the steps run with its debug log on); the exit status is 1 when any failed.
@@ -46,9 +47,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# dense bf16 peak TFLOP/s by device-name fragment (vendor datasheets; SXM parts where there are two)
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0, "L4": 121.0,
-                    "A10": 125.0, "RTX 4090": 165.0, "V100": 125.0}
 GPU_SHARE = 0.2  # five model stages share one GPU in the curation step
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,10 +57,6 @@ class Step:
     command: list[str]
     timeout_s: int
     configs: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (kind, file, overrides)
-
-
-def peak_tflops(device_name: str) -> float | None:
-    return next((peak for part, peak in PEAK_BF16_TFLOPS.items() if part in device_name), None)
 
 
 def curation_overrides(models: dict) -> list[str]:
@@ -493,8 +487,10 @@ def step_trainer(workdir: Path, gpus: int, dataset: Path) -> dict:
     a, b = losses(straight), losses(stopped)
     if [a.get(s) for s in range(11, 21)] != [b.get(s) for s in range(11, 21)]:
         raise RuntimeError(f"resumed losses differ: {a} vs {b}")
+    last = json.loads((straight / "metrics.jsonl").read_text().splitlines()[-1])  # the trainer's own rates
     return {"processes": gpus, "first_loss": a[1], "last_loss": a[20], "resumed_identical": True,
-            "uninterrupted_run_seconds": round(straight_seconds, 1)}
+            "uninterrupted_run_seconds": round(straight_seconds, 1),
+            "tflops_per_gpu": round(last["train/model_tflops_per_rank"], 2), "mfu": last.get("train/mfu")}
 
 
 STEPS = {"install": step_install, "curation": step_curation, "tokenizer": step_tokenizer, "model": step_model,
@@ -578,9 +574,6 @@ def main(argv=None) -> int:
                 print(f"gpu-check:   {line}")
             failed = failed or bool(problems)
             continue
-        if step.name == "mfu":
-            name = __import__("torch").cuda.get_device_name()
-            step.command += ["--peak-tflops", str(peak_tflops(name) or 989.0)]
         results[step.name] = run_step(step, env, workdir / "logs")
         r = results[step.name]
         attention = f"  (attention: {', '.join(r['attention'])})" if r.get("attention") else ""

@@ -68,17 +68,6 @@ def qwen2_step(cfg, batch: int, seq: int):
     return step, dense
 
 
-def model_flops_per_token(cfg, seq: int, dense: int | None = None) -> float:
-    """6 x parameters (without embeddings) + attention's 12 x layers x hidden x seq (forward+backward);
-    `dense`: the parameters of another model of the same layers (the Qwen2 reference)."""
-    from model.config import parameter_count
-
-    if dense is None:
-        dense = parameter_count(cfg) - cfg.vocab_size * cfg.hidden_size  # the embedding lookup is free
-    layers = cfg.trunk_layers + cfg.audio_head_layers
-    return 6 * dense + 12 * layers * cfg.hidden_size * seq
-
-
 # packed rows as the trainer makes them: four samples of 512 in a row of 2,048 (`--seq`)
 SAMPLES_PER_PACKED_ROW = 4
 
@@ -88,23 +77,27 @@ def mfu_figures(args) -> dict:
     whole causal rows and on packed rows: tokens/s, model TFLOP/s and MFU, one line each. Packed rows count
     attention over each sample only, the work their attention does."""
     from model.config import model_preset
+    from model.flops import gpu_peak_tflops, model_flops
     from model.kimi_audio import build_model
     from model.specs import transformer_engine_problem
 
-    figures = {"peak_tflops": args.peak_tflops}
+    peak = args.peak_tflops or gpu_peak_tflops()
+    figures = {"peak_tflops": peak}
     for spec in ("local",) if transformer_engine_problem() else ("local", "te"):
         cfg = model_preset("kimi_audio_1b", params_dtype="bfloat16", spec=spec)
         model = build_model(cfg)
         for rows, per_row in (("whole", 0), ("packed", SAMPLES_PER_PACKED_ROW)):
             seconds = time_steps(kimi_step(model, args.batch, args.seq, per_row), args.steps)
-            attended = args.seq // max(per_row, 1)
-            tokens_per_s = args.batch * args.seq / seconds
-            achieved = model_flops_per_token(cfg, attended) * tokens_per_s / 1e12
-            figures[f"{spec}_{rows}"] = {"tokens_per_s": round(tokens_per_s), "tflops": round(achieved, 1),
-                                         "mfu": round(achieved / args.peak_tflops, 4)}
+            samples, attended = args.batch * max(per_row, 1), args.seq // max(per_row, 1)
+            tokens = args.batch * args.seq
+            achieved = model_flops(cfg, tokens, samples * attended ** 2) / seconds / 1e12
+            mfu = achieved / peak if peak else None
+            figures[f"{spec}_{rows}"] = {"tokens_per_s": round(tokens / seconds), "tflops": round(achieved, 1),
+                                         "mfu": None if mfu is None else round(mfu, 4)}
             print(f"kimi_audio_1b bf16, {spec} spec, {rows} rows ({args.batch} x {args.seq}, samples of "
-                  f"{attended}): {tokens_per_s:,.0f} tokens/s, {achieved:.0f} TFLOP/s, "
-                  f"MFU {achieved / args.peak_tflops:.1%} of {args.peak_tflops:.0f}", flush=True)
+                  f"{attended}): {tokens / seconds:,.0f} tokens/s, {achieved:.0f} TFLOP/s, "
+                  + (f"MFU {mfu:.1%} of {peak:.0f}" if peak else "MFU unknown: no peak for this GPU "
+                     "(--peak-tflops)"), flush=True)
         del model
         torch.cuda.empty_cache()
     return figures
@@ -118,7 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mfu", action="store_true", help="GPU only: the kimi_audio_1b preset in bf16")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the GPU's dense bf16 peak (default: looked up from its name, model.flops)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from trainer.console import quiet_library_notices
@@ -144,9 +138,11 @@ def main(argv=None) -> int:
         reference = time_steps(reference_step, args.steps)
     finally:
         shutdown_parallel()
+    from model.flops import model_flops
+
     tokens = args.batch * args.seq
-    ours_flops = model_flops_per_token(cfg, args.seq) * tokens / ours / 1e9
-    reference_flops = model_flops_per_token(cfg, args.seq, reference_dense) * tokens / reference / 1e9
+    ours_flops = model_flops(cfg, tokens, args.batch * args.seq ** 2) / ours / 1e9
+    reference_flops = model_flops(cfg, tokens, args.batch * args.seq ** 2, reference_dense) / reference / 1e9
     print(f"forward+backward, preset {args.preset}, batch {args.batch} x {args.seq}, {args.threads} threads, CPU")
     print(f"  audiomill (megatron-core): {tokens / ours:9,.0f} tokens/s  {ours_flops:6.1f} model GFLOP/s")
     print(f"  transformers Qwen2:        {tokens / reference:9,.0f} tokens/s  {reference_flops:6.1f} model GFLOP/s")

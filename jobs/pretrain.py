@@ -24,6 +24,7 @@ quiet_library_notices()  # first: megatron-core and torch announce what this mac
 
 from jobs.cli import parse_job_args  # noqa: E402
 from model.cpu_compat import cuda_tensors_on_cpu  # noqa: E402
+from model.flops import gpu_peak_tflops, model_flops  # noqa: E402
 from model.parallel import init_parallel, shutdown_parallel  # noqa: E402
 from trainer.build import (  # noqa: E402
     build_loader, build_run_model, dataset_specs, parallel_ranks, special_ids, text_encoder, use_deterministic_kernels,
@@ -37,7 +38,7 @@ from trainer.data.shard_order import dataset_shards  # noqa: E402
 from trainer.data.stream import DatasetSpec  # noqa: E402
 from trainer.data.tasks import TASKS  # noqa: E402
 from trainer.metrics import (  # noqa: E402
-    MetricsLog, SampleRecord, dataset_figures, dataset_metrics, print_dataset_summary,
+    MetricsLog, SampleRecord, dataset_figures, dataset_metrics, print_dataset_summary, throughput, throughput_line,
 )
 from trainer.optim import build_training, freeze_whisper_for_this_step  # noqa: E402
 from trainer.step import collective_device, forward_backward  # noqa: E402
@@ -157,7 +158,9 @@ def train(cfg: PretrainConfig, job: str) -> int:
                                   "config": dataclasses.asdict(cfg)}, keep=t.keep_checkpoints)
 
     frozen_steps = math.ceil(t.whisper_frozen_fraction * t.steps)
-    window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
+    # MFU against one GPU's bf16 peak: only a bf16 run on a GPU whose peak is known, or a given peak
+    peak = t.peak_tflops or (gpu_peak_tflops() if cfg.model.params_dtype == "bfloat16" else None)
+    window_started, window_tokens, window_flops, wait_before = time.perf_counter(), 0, 0.0, loader.wait_seconds
     ddp_model = training.ddp_model
     stopping = False  # agreed by all ranks; stop["now"] is this rank's signal handler alone
     while step < t.steps and not stopping:
@@ -178,9 +181,9 @@ def train(cfg: PretrainConfig, job: str) -> int:
         training.scheduler.step(increment=1)
         step += 1
 
-        audio_loss, text_loss, tokens, audio_positions, *figures = all_reduce_sum(
-            [out.audio / dp_size, out.text / dp_size, out.tokens, out.audio_positions, *out.task_loss_sums,
-             *out.task_targets, *dataset_figures(batches, len(specs))])
+        audio_loss, text_loss, tokens, squared_lengths, audio_positions, *figures = all_reduce_sum(
+            [out.audio / dp_size, out.text / dp_size, out.tokens, out.squared_lengths, out.audio_positions,
+             *out.task_loss_sums, *out.task_targets, *dataset_figures(batches, len(specs))])
         task_sums, task_targets = figures[:len(TASKS)], figures[len(TASKS):2 * len(TASKS)]
         dataset_sums = figures[2 * len(TASKS):]
         for d, spec in enumerate(specs):  # samples, audio hours, tokens
@@ -194,15 +197,17 @@ def train(cfg: PretrainConfig, job: str) -> int:
         seen["tokens"] += int(tokens)
         seen["audio_hours"] += audio_positions / 12.5 / 3600
         window_tokens += tokens
+        window_flops += model_flops(model.cfg, tokens, squared_lengths)
         if step % t.log_every == 0 or step == t.steps:
             skipped_shards, skipped_segments = all_reduce_sum(list(loader.skipped()))
             elapsed = time.perf_counter() - window_started
             wait = (loader.wait_seconds - wait_before) / elapsed
             lr = training.optimizer.param_groups[0]["lr"]
+            rates = throughput(window_tokens, window_flops, elapsed, dist.get_world_size(), peak)
             values = {"train/loss": audio_loss + text_loss, "train/token_loss": token_loss,
                       "train/loss_audio": audio_loss,
                       "train/loss_text": text_loss, "train/lr": lr, "train/grad_norm": float(grad_norm or 0.0),
-                      "train/tokens_per_s": window_tokens / elapsed, "train/data_wait_fraction": wait,
+                      **rates, "train/data_wait_fraction": wait,
                       "train/audio_hours_seen": seen["audio_hours"], "train/tokens_seen": seen["tokens"],
                       "data/skipped_shards": skipped_shards, "data/skipped_segments": skipped_segments,
                       **{f"task/{k}": v for k, v in per_task.items()}, **dataset_metrics(seen["datasets"])}
@@ -210,11 +215,12 @@ def train(cfg: PretrainConfig, job: str) -> int:
                 values["eval/loss"] = evaluate(cfg, ddp_model, model, ids, encode, dp_rank, dp_size)
             metrics.log(step, values, console=(
                 f"step {step:>6}/{t.steps}  loss {audio_loss + text_loss:.4f} (audio {audio_loss:.4f} text "
-                f"{text_loss:.4f})  lr {lr:.2e}  grad {float(grad_norm or 0):.3f}  {window_tokens / elapsed:,.0f} "
-                f"tok/s  data wait {wait:.1%}  audio {seen['audio_hours']:.3f} h"
+                f"{text_loss:.4f})  lr {lr:.2e}  grad {float(grad_norm or 0):.3f}  {throughput_line(rates)}  "
+                f"data wait {wait:.1%}  audio {seen['audio_hours']:.3f} h"
                 + ("  whisper frozen" if whisper_frozen else "")
                 + (f"  skipped shards {skipped_shards:.0f}" if skipped_shards else "")))
-            window_started, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
+            window_started, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+            wait_before = loader.wait_seconds
         stopping = any_rank(stop["now"])  # a SIGTERM may reach the ranks on either side of a step boundary
         if step % t.save_every == 0 or step == t.steps or stopping:
             checkpoint()

@@ -164,5 +164,10 @@ def parameter_count(cfg: KimiAudioConfig) -> int:
     attention = h * h + 2 * h * kv + h * h + (h + 2 * kv if cfg.qkv_bias else 0)
     layer = attention + 3 * h * cfg.ffn_hidden_size + 2 * h
     layers = cfg.trunk_layers + cfg.audio_head_layers
-    adaptor = cfg.adaptor_input_dim * h + h + h * h + h + 2 * h
-    return cfg.vocab_size * h * 3 + layers * layer + 2 * h + adaptor
+    return cfg.vocab_size * h * 3 + layers * layer + 2 * h + adaptor_parameter_count(cfg)
+
+
+def adaptor_parameter_count(cfg: KimiAudioConfig) -> int:
+    """The audio adaptor's parameters: two linears and a norm over the stacked Whisper features."""
+    h = cfg.hidden_size
+    return cfg.adaptor_input_dim * h + h + h * h + h + 2 * h

@@ -95,6 +95,8 @@ def model_problems(cfg: PretrainConfig) -> list[str]:
                         f"{', '.join(LOSS_NORMALISATIONS)}")
     if not 0 <= cfg.train.whisper_frozen_fraction <= 1:
         problems.append(f"train.whisper_frozen_fraction={cfg.train.whisper_frozen_fraction:g} must be in [0, 1]")
+    if cfg.train.peak_tflops < 0:
+        problems.append(f"train.peak_tflops={cfg.train.peak_tflops:g} must be >= 0 (0: from the GPU's name)")
     return problems
 
 

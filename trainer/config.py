@@ -97,7 +97,8 @@ class TrainSettings:
     """The loop: `steps` optimizer steps of `global_batch_rows` rows; Whisper frozen for the first
     `whisper_frozen_fraction`; logs, checkpoints and evaluation every so many steps. `deterministic`:
     deterministic GPU kernels (slower), so a rerun or a resumed run gives the same losses to the bit, as
-    CPU runs always do."""
+    CPU runs always do. `peak_tflops`: one GPU's dense bf16 peak, for the MFU in the log (0: looked up from
+    the GPU's name in a bf16 run, model.flops; no MFU where none is known, as on CPU)."""
     steps: int = 100000
     global_batch_rows: int = 512
     loss_normalisation: str = "head_mean"
@@ -110,6 +111,7 @@ class TrainSettings:
     eval_dataset: Optional[str] = None
     threads: int = 8
     deterministic: bool = False
+    peak_tflops: float = 0.0
 
 
 LOSS_NORMALISATIONS = ("head_mean", "token_mean")

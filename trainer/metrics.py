@@ -1,5 +1,6 @@
 """Training logs on rank 0: a console line every N steps, TensorBoard scalars, metrics.jsonl and a
-loss-curve PNG at the end; per-dataset counters of a blend; and each rank's record of its samples."""
+loss-curve PNG at the end; throughput (tokens/s, model TFLOP/s per rank, MFU); per-dataset counters of a
+blend; and each rank's record of its samples."""
 from __future__ import annotations
 
 import json
@@ -66,6 +67,26 @@ class MetricsLog:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+def throughput(tokens: float, flops: float, seconds: float, ranks: int, peak_tflops: Optional[float]) -> dict:
+    """A log window's rates: `tokens` and model `flops` (model.flops) of all data-parallel ranks in `seconds`,
+    spread over `ranks` processes (one GPU each; tensor and pipeline ranks share a replica's work); MFU
+    where one GPU's peak is known."""
+    per_rank = flops / seconds / ranks / 1e12
+    rates = {"train/tokens_per_s": tokens / seconds, "train/model_tflops_per_rank": per_rank}
+    if peak_tflops:
+        rates["train/mfu"] = per_rank / peak_tflops
+    return rates
+
+
+def throughput_line(rates: dict) -> str:
+    """`12,345 tok/s  412 TFLOP/s per rank (MFU 41.7%)` for the console line; GFLOP/s below one TFLOP/s."""
+    tflops = rates["train/model_tflops_per_rank"]
+    figure, unit = (tflops, "TFLOP/s") if tflops >= 1 else (tflops * 1000, "GFLOP/s")
+    flops = f"{figure:,.0f} {unit}" if figure >= 100 else f"{figure:.3g} {unit}"
+    mfu = f" (MFU {rates['train/mfu']:.1%})" if "train/mfu" in rates else ""
+    return f"{rates['train/tokens_per_s']:,.0f} tok/s  {flops} per rank{mfu}"
 
 
 class SampleRecord:

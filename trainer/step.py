@@ -30,6 +30,7 @@ class StepLosses:
     task_loss_sums: list          # per task, in TASKS order: summed token loss over the step's targets
     task_targets: list            # per task: the number of those targets
     tokens: int                   # real (non-padding) positions
+    squared_lengths: int          # the samples' lengths squared, summed: what their attention costs
     audio_positions: int          # positions holding audio ids (discrete or continuous)
 
 
@@ -105,7 +106,9 @@ def forward_backward(ddp_model, model, batches: list[PackedBatch], *, whisper_fr
                        group=ps.get_pipeline_model_parallel_group())
     figures = figures.tolist()
     tokens = sum(int((b.document_ids >= 0).sum()) for b in batches)
+    squared_lengths = sum(n * n for b in batches for n in b.sample_lengths)
     audio_positions = sum(int(((b.audio_ids >= audio_offset) & (b.document_ids >= 0)).sum()) for b in batches)
     audio, text, loss = (x / len(batches) for x in figures[:3])
     return StepLosses(audio=audio, text=text, loss=loss, task_loss_sums=figures[3:3 + n_tasks],
-                      task_targets=figures[3 + n_tasks:], tokens=tokens, audio_positions=audio_positions)
+                      task_targets=figures[3 + n_tasks:], tokens=tokens, squared_lengths=squared_lengths,
+                      audio_positions=audio_positions)

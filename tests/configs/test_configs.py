@@ -215,12 +215,13 @@ def test_every_problem_of_a_training_config_is_named_before_the_model(tmp_path):
     cfg = load_settings(PretrainConfig, "configs/pretrain/tiny.yaml", [
         f"run_dir={tmp_path / 'run'}", f"data.dataset={tmp_path / 'nowhere'}", f"data.text_tokenizer={tmp_path}",
         f"model.whisper={tmp_path}", "data.micro_batch_rows=0", "optim.min_lr=0.1", "model.spec=fast",
-        "tasks.asrr=1", "parallel.tensor=3", "data.enhanced_fraction=2", "train.loss_normalisation=sum"])
+        "tasks.asrr=1", "parallel.tensor=3", "data.enhanced_fraction=2", "train.loss_normalisation=sum",
+        "train.peak_tflops=-1"])
     problems = run_problems(cfg, world_size=2)
     for message in ("data.micro_batch_rows=0 must be >= 1", "optim: need 0 <= min_lr <= lr", "model.spec='fast'",
                     "tasks: unknown task(s) asrr", "2 processes do not divide into tensor x pipeline = 3 x 1",
                     "data.enhanced_fraction=2.0 must be in [0, 1]", "train.loss_normalisation='sum'",
-                    "no such dataset"):
+                    "no such dataset", "train.peak_tflops=-1 must be >= 0"):
         assert sum(message in p for p in problems) == 1, (message, problems)
 
 

@@ -41,6 +41,17 @@ def run(cmd, timeout=400) -> subprocess.CompletedProcess:
     return result
 
 
+def model_flops_per_token_in_range(row: dict, ranks: int) -> bool:
+    """A log row's model FLOPs per token (its TFLOP/s per rank over its tokens/s) lie between those of
+    one-token samples and of whole rows of the tiny config's 256 (model.flops): what packed rows must cost."""
+    from model.config import model_preset
+    from model.flops import model_flops
+
+    per_token = row["train/model_tflops_per_rank"] * 1e12 * ranks / row["train/tokens_per_s"]
+    cfg = model_preset("tiny")
+    return model_flops(cfg, 1, 1) <= per_token * (1 + 1e-9) and per_token <= model_flops(cfg, 1, 256) * (1 + 1e-9)
+
+
 def losses(run_dir) -> dict[int, float]:
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/loss"] for r in rows}
@@ -65,6 +76,8 @@ def test_two_processes_train_and_the_loss_falls(uninterrupted):
     assert len(evals) == 2 and evals[1] < evals[0]  # held-out loss at steps 6 and 12
     assert (run_dir / "loss_curve.png").stat().st_size > 10_000
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert all(model_flops_per_token_in_range(r, ranks=2) and "train/mfu" not in r for r in rows)  # no peak on CPU
+    assert "GFLOP/s per rank" in result.stdout and "MFU" not in result.stdout
     latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text()
     assert latest.name == "step-00000012" and sorted(p.name for p in (latest / "loader").iterdir()) == [
         "dp00000.json", "dp00001.json"]
@@ -213,10 +226,14 @@ def test_tensor_parallel_two_processes_on_a_blend_of_two_datasets(training_input
     blend = f"data.datasets=[{{url: {training_inputs['dataset']}, weight: 3, name: books}}, {{url: {podcasts}}}]"
     run_dir = tmp_path / "tp2"
     result = run(torchrun_cmd(training_inputs, run_dir, "parallel.tensor=2", "train.steps=8",
-                              "train.global_batch_rows=2", "data.dataset=null", blend))
+                              "train.global_batch_rows=2", "data.dataset=null", blend, "train.peak_tflops=0.5"))
     loss = losses(run_dir)
     assert loss[8] < 0.85 * loss[1], loss
     last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    # two tensor-parallel ranks share one replica's work; MFU against the given peak
+    assert model_flops_per_token_in_range(last, ranks=2)
+    assert last["train/mfu"] == pytest.approx(last["train/model_tflops_per_rank"] / 0.5)
+    assert f"(MFU {last['train/mfu']:.1%})" in result.stdout
     books, podcasts = last["data/books/samples"], last["data/podcasts/samples"]
     # weights 3:1 (the drawn fractions are checked against the weights over 800 draws in test_reshard.py)
     assert books > podcasts > 0 and last["data/books/share"] == pytest.approx(books / (books + podcasts))
