@@ -41,7 +41,8 @@ class MetricsLog:
             self.board.close()
 
     def plot_loss_curve(self, out: Optional[Path] = None) -> Optional[Path]:
-        """loss_curve.png: total, per-target-token, per-head and eval loss against step."""
+        """loss_curve.png: total, per-target-token, per-head and eval loss against step; under them the
+        throughput (model TFLOP/s per rank, with an MFU scale where the peak is known) and the data wait."""
         if not self.enabled or not self.path.exists():
             return None
         import matplotlib
@@ -50,7 +51,9 @@ class MetricsLog:
         import matplotlib.pyplot as plt
 
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig = plt.figure(figsize=(8, 7))
+        grid = fig.add_gridspec(2, 2, height_ratios=(3, 2))
+        ax = fig.add_subplot(grid[0, :])
         for key, label in (("train/loss", "train loss"), ("train/token_loss", "per target token"),
                            ("train/loss_audio", "audio head"),
                            ("train/loss_text", "text head"), ("eval/loss", "eval loss")):
@@ -62,11 +65,31 @@ class MetricsLog:
         ax.set_title("pretraining loss")
         ax.legend()
         ax.grid(alpha=0.3)
+        plot_throughput(fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), rows)
         out = out or self.run_dir / "loss_curve.png"
         fig.tight_layout()
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+def plot_throughput(flops_ax, wait_ax, rows: list[dict]) -> None:
+    """Model TFLOP/s per rank (an MFU scale on the right where the log has MFU) and the data wait, per log
+    window: a dip in the first with a rise in the second is the data path, without it the model."""
+    steps = [r["step"] for r in rows if "train/model_tflops_per_rank" in r]
+    flops_ax.plot(steps, [r["train/model_tflops_per_rank"] for r in rows if "train/model_tflops_per_rank" in r])
+    flops_ax.set_title("model TFLOP/s per rank")
+    peak = next((r["train/model_tflops_per_rank"] / r["train/mfu"] for r in reversed(rows) if r.get("train/mfu")),
+                None)
+    if peak:
+        mfu = flops_ax.secondary_yaxis("right", functions=(lambda t: 100 * t / peak, lambda m: m * peak / 100))
+        mfu.set_ylabel("MFU %")
+    wait_ax.plot([r["step"] for r in rows if "train/data_wait_fraction" in r],
+                 [100 * r["train/data_wait_fraction"] for r in rows if "train/data_wait_fraction" in r])
+    wait_ax.set_title("data wait, % of the time")
+    for axis in (flops_ax, wait_ax):
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
 
 
 def throughput(tokens: float, flops: float, seconds: float, ranks: int, peak_tflops: Optional[float]) -> dict:
