@@ -76,13 +76,16 @@ class MetricsLog:
 def plot_throughput(flops_ax, wait_ax, rows: list[dict]) -> None:
     """Model TFLOP/s per rank (an MFU scale on the right where the log has MFU) and the data wait, per log
     window: a dip in the first with a rise in the second is the data path, without it the model."""
-    steps = [r["step"] for r in rows if "train/model_tflops_per_rank" in r]
-    flops_ax.plot(steps, [r["train/model_tflops_per_rank"] for r in rows if "train/model_tflops_per_rank" in r])
-    flops_ax.set_title("model TFLOP/s per rank")
+    logged = [r for r in rows if "train/model_tflops_per_rank" in r]
+    tflops = [r["train/model_tflops_per_rank"] for r in logged]
+    scale, unit = (1, "TFLOP/s") if max(tflops, default=0) >= 1 else (1000, "GFLOP/s")  # as the console
+    flops_ax.plot([r["step"] for r in logged], [scale * t for t in tflops])
+    flops_ax.set_title(f"model {unit} per rank")
     peak = next((r["train/model_tflops_per_rank"] / r["train/mfu"] for r in reversed(rows) if r.get("train/mfu")),
                 None)
     if peak:
-        mfu = flops_ax.secondary_yaxis("right", functions=(lambda t: 100 * t / peak, lambda m: m * peak / 100))
+        per_cent = 100 / (scale * peak)
+        mfu = flops_ax.secondary_yaxis("right", functions=(lambda f: f * per_cent, lambda m: m / per_cent))
         mfu.set_ylabel("MFU %")
     wait_ax.plot([r["step"] for r in rows if "train/data_wait_fraction" in r],
                  [100 * r["train/data_wait_fraction"] for r in rows if "train/data_wait_fraction" in r])

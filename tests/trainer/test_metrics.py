@@ -25,7 +25,9 @@ def test_the_throughput_is_plotted_under_the_loss_with_an_mfu_scale_where_the_pe
     for peak in (0.4, None):
         fig, (flops, wait) = plt.subplots(1, 2)
         plot_throughput(flops, wait, logged_rows(peak))
-        assert list(flops.lines[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3, 0.4])  # 2e11 x step / 2 ranks
+        # 2e11 FLOP x step over 2 ranks: 0.1-0.4 TFLOP/s, plotted in GFLOP/s as the console prints them
+        assert list(flops.lines[0].get_ydata()) == pytest.approx([100, 200, 300, 400])
+        assert flops.get_title() == "model GFLOP/s per rank"
         assert list(wait.lines[0].get_ydata()) == pytest.approx([1, 2, 3, 4])  # percent
         scales = [child for child in flops.child_axes if child.get_ylabel() == "MFU %"]
         if peak is None:
@@ -33,7 +35,7 @@ def test_the_throughput_is_plotted_under_the_loss_with_an_mfu_scale_where_the_pe
         else:
             fig.canvas.draw()
             low, high = flops.get_ylim()
-            assert scales[0].get_ylim() == pytest.approx((100 * low / peak, 100 * high / peak))
+            assert scales[0].get_ylim() == pytest.approx((100 * low / (1000 * peak), 100 * high / (1000 * peak)))
         plt.close(fig)
 
 
