@@ -227,7 +227,7 @@ def train(cfg: PretrainConfig, job: str) -> int:
     metrics.close()
     if rank0:
         print_dataset_summary(job, specs, seen["datasets"])
-        curve = metrics.plot_loss_curve()
+        curve = metrics.plot_loss_curve(title=f"{job}: loss")
         print(f"{job}: {'stopped by SIGTERM' if stopping else 'done'} at step {step}; "
               f"checkpoints in {cfg.run_dir}/checkpoints, loss curve {curve}", flush=True)
     shutdown_parallel()

@@ -40,7 +40,7 @@ class MetricsLog:
         if self.board is not None:
             self.board.close()
 
-    def plot_loss_curve(self, out: Optional[Path] = None) -> Optional[Path]:
+    def plot_loss_curve(self, out: Optional[Path] = None, title: str = "training loss") -> Optional[Path]:
         """loss_curve.png: total, per-target-token, per-head and eval loss against step; under them the
         throughput (model TFLOP/s per rank, with an MFU scale where the peak is known) and the data wait."""
         if not self.enabled or not self.path.exists():
@@ -62,7 +62,7 @@ class MetricsLog:
                 ax.plot(*zip(*points), label=label, marker="o" if key.startswith("eval") else None)
         ax.set_xlabel("step")
         ax.set_ylabel("cross-entropy")
-        ax.set_title("pretraining loss")
+        ax.set_title(title)
         ax.legend()
         ax.grid(alpha=0.3)
         plot_throughput(fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), rows)

@@ -20,7 +20,7 @@ def test_the_throughput_is_plotted_under_the_loss_with_an_mfu_scale_where_the_pe
     for row in logged_rows(peak=0.4):
         log.log(row["step"], {k: v for k, v in row.items() if k != "step"})
     log.close()
-    assert matplotlib.image.imread(log.plot_loss_curve()).shape[:2] == (700, 800)  # loss above, rates below
+    assert matplotlib.image.imread(log.plot_loss_curve(title="sft: loss")).shape[:2] == (700, 800)  # loss, rates
 
     for peak in (0.4, None):
         fig, (flops, wait) = plt.subplots(1, 2)
