@@ -480,14 +480,14 @@ def step_trainer(workdir: Path, gpus: int, dataset: Path) -> dict:
     run_quietly([*command, f"run_dir={stopped}", *training_overrides(workdir, dataset)],
                 workdir / "logs" / "trainer-resumed.log")
 
-    def losses(run_dir: Path) -> dict[int, float]:
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-        return {r["step"]: r["train/loss"] for r in rows}
+    def logged(run_dir: Path) -> list[dict]:
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
 
-    a, b = losses(straight), losses(stopped)
+    straight_rows = logged(straight)
+    a, b = ({r["step"]: r["train/loss"] for r in rows} for rows in (straight_rows, logged(stopped)))
     if [a.get(s) for s in range(11, 21)] != [b.get(s) for s in range(11, 21)]:
         raise RuntimeError(f"resumed losses differ: {a} vs {b}")
-    last = json.loads((straight / "metrics.jsonl").read_text().splitlines()[-1])  # the trainer's own rates
+    last = straight_rows[-1]  # the trainer's own rates
     return {"processes": gpus, "first_loss": a[1], "last_loss": a[20], "resumed_identical": True,
             "uninterrupted_run_seconds": round(straight_seconds, 1),
             "tflops_per_gpu": round(last["train/model_tflops_per_rank"], 2), "mfu": last.get("train/mfu")}

@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from model.flops import gpu_peak_tflops, model_flops
+
 
 def time_steps(step, steps: int) -> float:
     step()  # warm-up
@@ -77,7 +79,6 @@ def mfu_figures(args) -> dict:
     whole causal rows and on packed rows: tokens/s, model TFLOP/s and MFU, one line each. Packed rows count
     attention over each sample only, the work their attention does."""
     from model.config import model_preset
-    from model.flops import gpu_peak_tflops, model_flops
     from model.kimi_audio import build_model
     from model.specs import transformer_engine_problem
 
@@ -138,8 +139,6 @@ def main(argv=None) -> int:
         reference = time_steps(reference_step, args.steps)
     finally:
         shutdown_parallel()
-    from model.flops import model_flops
-
     tokens = args.batch * args.seq
     ours_flops = model_flops(cfg, tokens, args.batch * args.seq ** 2) / ours / 1e9
     reference_flops = model_flops(cfg, tokens, args.batch * args.seq ** 2, reference_dense) / reference / 1e9
